@@ -1,0 +1,1 @@
+"""Typed models of every resource, their defaults and their validation."""

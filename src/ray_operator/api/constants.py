@@ -1,0 +1,50 @@
+"""Names shared by the models, builders and controllers: one place for each of them."""
+
+from typing import Final
+
+GROUP: Final = "ray.kubeflow.org"
+VERSION: Final = "v1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+# The Ray version this project is tested with; the default image follows it.
+RAY_VERSION: Final = "2.60.0"
+DEFAULT_RAY_IMAGE: Final = f"rayproject/ray:{RAY_VERSION}"
+
+FIELD_MANAGER: Final = "ray-operator"
+
+# Labels on every child: select them by cluster and role.
+LABEL_CLUSTER: Final = f"{GROUP}/cluster"
+LABEL_ROLE: Final = f"{GROUP}/role"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "ray-operator"
+ROLE_HEAD: Final = "head"
+ROLE_WORKER: Final = "worker"
+
+# Annotation holding the hash of what the operator wrote, to see change without a deep compare.
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+
+ENV_NODE_IP: Final = "RAY_NODE_IP"
+ENV_HEAD_SERVICE: Final = "RAY_HEAD_SERVICE"
+ENV_CPU_LIMIT: Final = "RAY_CPU_LIMIT"
+
+PORT_GCS: Final = 6379
+PORT_DASHBOARD: Final = 8265
+PORT_CLIENT: Final = 10001
+PORT_METRICS: Final = 8080
+
+# Condition types, as the original operator showed them under `kubectl describe ray`.
+COND_HEALTH: Final = "Health"
+COND_HEAD_AVAILABLE: Final = "RayHeadDeploymentAvailable"
+COND_HEAD_PROGRESSING: Final = "RayHeadDeploymentProgressing"
+COND_HEAD_REPLICA_FAILURE: Final = "RayHeadDeploymentReplicaFailure"
+COND_WORKER_AVAILABLE: Final = "RayWorkerDeploymentAvailable"
+COND_WORKER_PROGRESSING: Final = "RayWorkerDeploymentProgressing"
+COND_WORKER_REPLICA_FAILURE: Final = "RayWorkerDeploymentReplicaFailure"
+
+# Event reasons.
+REASON_CREATED: Final = "SuccessfullyCreate"
+REASON_UPDATED: Final = "SuccessfullyUpdate"
+REASON_FAILED_CREATE: Final = "FailedCreate"
+REASON_FAILED_UPDATE: Final = "FailedUpdate"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_UNKNOWN_FIELD: Final = "UnknownField"

@@ -1,0 +1,247 @@
+"""Start etcd, kube-apiserver and kube-controller-manager on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+KUBE_VERSION = "1.20.2"
+CACHE_ENV = "RAY_OPERATOR_KUBE_CACHE"
+
+
+def kube_bin_dir() -> Path:
+    """Where scripts/build-kube.sh leaves kube-apiserver, kube-controller-manager and kubectl."""
+    default = Path.home() / ".cache" / "ray-operator" / f"kube-{KUBE_VERSION}"
+    return Path(os.environ.get(CACHE_ENV, default)) / "bin"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ControlPlaneError(RuntimeError):
+    """The local control plane could not be started."""
+
+
+@dataclass
+class LocalControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager, as child processes."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="localkube-")))
+    controller_manager: bool = True
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    api_port: int = 0
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        """The apiserver URL."""
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """A kubeconfig for a `system:masters` user."""
+        return self.workdir / "kubeconfig"
+
+    @property
+    def kubectl(self) -> Path:
+        """The kubectl built with this control plane (not the machine's)."""
+        return kube_bin_dir() / "kubectl"
+
+    def start(self, timeout: float = 60.0) -> LocalControlPlane:
+        """Start every part and wait until the apiserver answers and namespaces exist."""
+        bins = kube_bin_dir()
+        for name in ("kube-apiserver", "kube-controller-manager", "kubectl"):
+            if not (bins / name).exists():
+                raise ControlPlaneError(
+                    f"{bins / name} is missing: run scripts/build-kube.sh once (about 7 minutes)"
+                )
+        etcd = shutil.which("etcd") or "/usr/bin/etcd"
+        if not Path(etcd).exists():
+            raise ControlPlaneError("etcd is missing: run scripts/build-kube.sh (it installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_credentials()
+        etcd_port, peer_port = free_port(), free_port()
+        self.api_port = free_port()
+        # etcd data on tmpfs when there is one: fsync on a real disk makes every write slow.
+        shm = Path("/dev/shm")
+        data_dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=shm if shm.is_dir() else None))
+        self._spawn(
+            "etcd",
+            [
+                etcd,
+                f"--data-dir={data_dir}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--log-level=error",
+            ],
+        )
+        self._data_dir = data_dir
+        d = self.workdir
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--insecure-port=0",
+                f"--cert-dir={d / 'certs'}",
+                f"--token-auth-file={d / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={d / 'sa.pub'}",
+                f"--service-account-signing-key-file={d / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--v=0",
+            ],
+        )
+        self._wait_ready(timeout)
+        if self.controller_manager:
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    str(bins / "kube-controller-manager"),
+                    f"--kubeconfig={self.kubeconfig}",
+                    "--controllers=deployment,replicaset,garbagecollector,endpoint,"
+                    "endpointslice,namespace,serviceaccount,serviceaccount-token",
+                    f"--service-account-private-key-file={d / 'sa.key'}",
+                    f"--root-ca-file={d / 'certs' / 'apiserver.crt'}",
+                    "--use-service-account-credentials=false",
+                    "--leader-elect=false",
+                    "--port=0",
+                    "--secure-port=0",
+                    "--concurrent-deployment-syncs=10",
+                    "--concurrent-replicaset-syncs=10",
+                    "--concurrent-gc-syncs=10",
+                    "--v=0",
+                ],
+            )
+        return self
+
+    def stop(self) -> None:
+        """Stop every part, newest first, and remove what they wrote."""
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+        data_dir = getattr(self, "_data_dir", None)
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalControlPlane:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def kubectl_env(self) -> dict[str, str]:
+        """Environment for running the project's kubectl against this control plane."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def run_kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the project's kubectl with this control plane's kubeconfig."""
+        return subprocess.run(
+            [str(self.kubectl), *args],
+            env=self.kubectl_env(),
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.processes.append(
+            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+
+    def _write_credentials(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        d = self.workdir
+        (d / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (d / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        (d / "sa.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        self.kubeconfig.write_text(self.kubeconfig_text(self.token, "admin"))
+
+    def kubeconfig_text(self, token: str, user: str) -> str:
+        """A kubeconfig that reaches this apiserver with a bearer token."""
+        return (
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: local\n  cluster:\n    server: {self.server}\n"
+            "    insecure-skip-tls-verify: true\n"
+            f"users:\n- name: {user}\n  user:\n    token: {token}\n"
+            f"contexts:\n- name: local\n  context:\n    cluster: local\n    user: {user}\n"
+            "current-context: local\n"
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {self.token}"}
+        last = ""
+        while time.monotonic() < deadline:
+            for proc in self.processes:
+                if proc.poll() is not None:
+                    raise ControlPlaneError(
+                        f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}"
+                    )
+            try:
+                r = httpx.get(f"{self.server}/readyz", headers=headers, verify=False, timeout=2)
+                if r.status_code == 200:
+                    ns = httpx.get(
+                        f"{self.server}/api/v1/namespaces/default",
+                        headers=headers,
+                        verify=False,
+                        timeout=2,
+                    )
+                    if ns.status_code == 200:
+                        return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise ControlPlaneError(f"kube-apiserver not ready after {timeout}s: {last}")

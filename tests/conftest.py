@@ -1,0 +1,49 @@
+"""Session-wide real parts: a local control plane (etcd, kube-apiserver, controller-manager)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ray_operator.kube import CRD, NAMESPACE, Kube
+from ray_operator.localkube.control_plane import LocalControlPlane
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[LocalControlPlane]:
+    """A real apiserver with etcd and the controller-manager, for the whole test session."""
+    with LocalControlPlane() as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+async def kube(control_plane: LocalControlPlane) -> AsyncIterator[Kube]:
+    """A client for the test apiserver, with every CRD of the project installed."""
+    from ray_operator.api.crd import all_crds
+    from ray_operator.localkube.crds import install_crds
+
+    client = await Kube.connect(str(control_plane.kubeconfig))
+    await install_crds(client, all_crds())
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def namespace(kube: Kube) -> AsyncIterator[str]:
+    """A fresh namespace for one test, deleted after it."""
+    name = f"t-{secrets.token_hex(4)}"
+    await kube.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    await kube.delete(NAMESPACE, name)
+
+
+__all__ = ["CRD"]
+
+# Shared fixtures of the real Ray head and the S3 server live in tests/fixtures/ (see there).
+pytest_plugins = [
+    name
+    for name in ("tests.fixtures.ray_head", "tests.fixtures.s3")
+    if __import__("importlib.util").util.find_spec(name) is not None
+]
