@@ -78,6 +78,7 @@ class LocalControlPlane:
         self._write_credentials()
         etcd_port, peer_port = free_port(), free_port()
         self.api_port = free_port()
+        self.kubeconfig.write_text(self.kubeconfig_text(self.token, "admin"))
         # etcd data on tmpfs when there is one: fsync on a real disk makes every write slow.
         shm = Path("/dev/shm")
         data_dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=shm if shm.is_dir() else None))
@@ -206,7 +207,6 @@ class LocalControlPlane:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        self.kubeconfig.write_text(self.kubeconfig_text(self.token, "admin"))
 
     def kubeconfig_text(self, token: str, user: str) -> str:
         """A kubeconfig that reaches this apiserver with a bearer token."""

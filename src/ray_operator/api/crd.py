@@ -1,0 +1,146 @@
+"""CustomResourceDefinitions generated from the typed models: the models are the one source.
+
+``ray-operator crds`` prints them and the Helm chart ships them; a test fails when the chart's
+copy drifts from what this module generates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from ray_operator.api.constants import GROUP, VERSION
+from ray_operator.api.ray import RaySpec, RayStatus
+
+Schema = dict[str, Any]
+
+
+def openapi_schema(model: type[BaseModel]) -> Schema:
+    """A structural OpenAPI v3 schema (as CRDs require) from a pydantic model.
+
+    References are inlined, ``X | None`` becomes ``nullable``, and models that keep unknown
+    fields get ``x-kubernetes-preserve-unknown-fields`` so the apiserver does not prune them.
+    """
+    raw = model.model_json_schema(ref_template="#/$defs/{model}")
+    defs: dict[str, Schema] = raw.get("$defs", {})
+    return _structural(raw, defs)
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    if "$ref" in node:
+        return _structural(defs[node["$ref"].split("/")[-1]], defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        out = _structural(options[0], defs) if len(options) == 1 else {}
+        if len(options) != len(node["anyOf"]):
+            out["nullable"] = True
+        if "description" in node:
+            out["description"] = node["description"]
+        return out
+    out: Schema = {}
+    kind = node.get("type")
+    if kind:
+        out["type"] = kind
+    for key in ("description", "minimum", "maximum", "enum", "format"):
+        if key in node:
+            out[key] = node[key]
+    if kind == "object":
+        props = node.get("properties")
+        if props:
+            out["properties"] = {k: _structural(v, defs) for k, v in props.items()}
+            required = node.get("required")
+            if required:
+                out["required"] = list(required)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            out["additionalProperties"] = _structural(extra, defs)
+        elif extra is True or (extra is None and not props) or extra == {}:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["items"] = _structural(node.get("items", {}), defs)
+    return out
+
+
+def crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    printer_columns: list[Schema],
+    scale: Schema | None = None,
+) -> Schema:
+    """One namespaced CRD of this project's group, with a status subresource."""
+    status_schema = openapi_schema(status_model)
+    # The operator and libraries (kopf) may record their own keys in status.
+    status_schema["x-kubernetes-preserve-unknown-fields"] = True
+    subresources: Schema = {"status": {}}
+    if scale:
+        subresources["scale"] = scale
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": subresources,
+                    "additionalPrinterColumns": printer_columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": openapi_schema(spec_model),
+                                "status": status_schema,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def ray_crd() -> Schema:
+    """The CRD of the ``Ray`` resource."""
+    return crd(
+        kind="Ray",
+        plural="rays",
+        short_names=["rc"],
+        spec_model=RaySpec,
+        status_model=RayStatus,
+        printer_columns=[
+            {"name": "Head", "type": "string", "jsonPath": ".status.headReady"},
+            {"name": "Workers", "type": "string", "jsonPath": ".status.workersReady"},
+            {"name": "Health", "type": "string", "jsonPath": ".status.health"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        scale={
+            "specReplicasPath": ".spec.worker.replicas",
+            "statusReplicasPath": ".status.worker.replicas",
+            "labelSelectorPath": ".status.workerSelector",
+        },
+    )
+
+
+def all_crds() -> list[Schema]:
+    """Every CRD of the project, in install order."""
+    return [ray_crd()]
