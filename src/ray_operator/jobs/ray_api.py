@@ -6,6 +6,7 @@ It speaks HTTP with ``httpx`` (and a WebSocket with ``aiohttp`` for live logs) i
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,11 +26,12 @@ TERMINAL_STATES: Final = frozenset({SUCCEEDED, FAILED, STOPPED})
 class RayApiError(RuntimeError):
     """The job API answered with an error; ``status`` is the HTTP code."""
 
-    def __init__(self, address: str, status: int, message: str) -> None:
-        super().__init__(f"Ray job API at {address} answered {status}: {message}")
+    def __init__(self, address: str, status: int, text: str) -> None:
+        self.message = _short(text)
+        super().__init__(f"Ray job API at {address} answered {status}: {self.message}")
         self.address = address
         self.status = status
-        self.message = message
+        self.text = text
 
 
 class RayJobNotFoundError(RayApiError):
@@ -101,9 +103,9 @@ class RayJobsClient:
         except httpx.TransportError as exc:
             raise RayUnreachableError(self.address, f"{type(exc).__name__}: {exc}") from None
         if resp.status_code == 404:
-            raise RayJobNotFoundError(self.address, 404, _short(resp.text))
+            raise RayJobNotFoundError(self.address, 404, resp.text)
         if resp.status_code >= 400:
-            raise RayApiError(self.address, resp.status_code, _short(resp.text))
+            raise RayApiError(self.address, resp.status_code, resp.text)
         return resp.json()
 
     async def submit(
@@ -127,7 +129,8 @@ class RayJobsClient:
             result = await self._call("POST", "/api/jobs/", body)
         except RayApiError as exc:
             # Submitting twice with one id is how a restarted runner resumes: not an error.
-            if exc.status == 400 and "already exists" in exc.message:
+            # (The head relays the agent's 400 inside a 500 traceback, so read the whole text.)
+            if exc.status in (400, 500) and f"{submission_id} already exists" in exc.text:
                 return submission_id
             raise
         return str(result.get("submission_id") or submission_id)
@@ -178,10 +181,14 @@ class RayJobsClient:
         await self.aclose()
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception): .+")
+
+
 def _short(text: str, limit: int = 500) -> str:
-    """The last line of a server traceback says what went wrong; keep messages short."""
+    """A server traceback's last exception line says what went wrong; keep messages short."""
     text = text.strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].startswith("Traceback"):
-        text = lines[-1]
+    if text.startswith("Traceback"):
+        found = [line for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
+        if found:
+            text = found[-1]
     return text[:limit]
