@@ -1,0 +1,59 @@
+"""Parameters of the ray-operator module, validated before anything is synthesized."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from common.parameters import ModuleContext, ParameterReader
+
+#: Name of the Kubernetes ServiceAccount the operator runs as (output ``EksServiceAccountName``).
+SERVICE_ACCOUNT_NAME = "ray-operator"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the ray-operator stack is built from."""
+
+    context: ModuleContext
+    eks_cluster_name: str
+    eks_cluster_admin_role_arn: str
+    eks_oidc_arn: str
+    eks_openid_issuer: str
+    eks_cluster_endpoint: str
+    eks_cert_auth_data: str
+    namespace: str
+    data_bucket_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    operator_image: str | None = None
+    service_account_name: str = SERVICE_ACCOUNT_NAME
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Read ``SEEDFARMER_*`` variables; raise ``ParameterError`` naming every bad parameter."""
+        reader = ParameterReader(os.environ if env is None else env)
+        context = reader.context()
+        oidc_arn, issuer_in_arn = reader.oidc_provider_arn("eks_oidc_arn")
+        issuer = reader.openid_issuer("eks_openid_issuer")
+        if issuer and issuer_in_arn and issuer != issuer_in_arn:
+            # The role's trust condition would name one provider and the principal another.
+            reader.problems.append(
+                f"eks_openid_issuer (EksOpenidIssuer): {issuer!r} is not the issuer of eks_oidc_arn"
+                f" ({issuer_in_arn!r}); give the issuer of the same cluster"
+            )
+        settings = cls(
+            context=context,
+            eks_cluster_name=reader.cluster_name("eks_cluster_name"),
+            eks_cluster_admin_role_arn=reader.role_arn("eks_cluster_admin_role_arn"),
+            eks_oidc_arn=oidc_arn,
+            eks_openid_issuer=issuer,
+            eks_cluster_endpoint=reader.https_url("eks_cluster_endpoint"),
+            eks_cert_auth_data=reader.base64("eks_cert_auth_data"),
+            namespace=reader.namespace("namespace"),
+            data_bucket_name=reader.bucket_name("data_bucket_name"),
+            tags=reader.tags("tags"),
+            operator_image=reader.image("operator_image"),
+        )
+        reader.check()
+        return settings
