@@ -6,8 +6,11 @@ It speaks HTTP with ``httpx`` (and a WebSocket with ``aiohttp`` for live logs) i
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
-from collections.abc import AsyncIterator
+import zipfile
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -108,6 +111,25 @@ class RayJobsClient:
             raise RayApiError(self.address, resp.status_code, resp.text)
         return resp.json()
 
+    async def upload_working_dir(self, files: Mapping[str, bytes]) -> str:
+        """Upload files as a working directory; returns the URI for ``runtime_env``.
+
+        The zip is deterministic, so the same files are uploaded once.
+        """
+        data = _zip(files)
+        uri = f"gcs://_ray_pkg_{hashlib.blake2b(data, digest_size=16).hexdigest()}.zip"
+        path = f"/api/packages/gcs/{uri.removeprefix('gcs://')}"
+        try:
+            resp = await self._http.get(path)
+            if resp.status_code == 200:
+                return uri
+            resp = await self._http.put(path, content=data)
+        except httpx.TransportError as exc:
+            raise RayUnreachableError(self.address, f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code >= 400:
+            raise RayApiError(self.address, resp.status_code, resp.text)
+        return uri
+
     async def submit(
         self,
         entrypoint: str,
@@ -182,6 +204,16 @@ class RayJobsClient:
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception): .+")
+
+
+def _zip(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, files[name], zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
 
 
 def _short(text: str, limit: int = 500) -> str:
