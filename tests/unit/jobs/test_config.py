@@ -39,7 +39,9 @@ def test_the_original_example_configmap_is_read_unchanged() -> None:
     config = parse_config("job1", "ns", ORIGINAL)
     assert config.address == "http://ray-ray-head.ray.svc.cluster.local:8265"
     assert config.script_location == "s3"
-    assert S3Location.parse("jobdata.jobScript", config.script) == S3Location("mybucket", "ray/code.py")
+    assert S3Location.parse("jobdata.jobScript", config.script) == S3Location(
+        "mybucket", "ray/code.py"
+    )
     assert config.interval == 20
     assert config.s3.endpoint_url == "http://minio.example:9000"
     assert config.upload_bucket == "mybucket"
@@ -51,7 +53,9 @@ def test_the_original_example_configmap_is_read_unchanged() -> None:
 
 
 def test_defaults_for_an_inline_job() -> None:
-    config = parse_config("j", "ns", {"resourceURL": "http://h:8265", "jobdata.jobScript": "print(1)"})
+    config = parse_config(
+        "j", "ns", {"resourceURL": "http://h:8265", "jobdata.jobScript": "print(1)"}
+    )
     assert config.script_location == "inline"
     assert config.interval <= 2  # well under the original's 20 s
     assert config.kill is False and config.active_deadline_seconds is None
@@ -70,7 +74,9 @@ def test_defaults_for_an_inline_job() -> None:
         ("s3upload.files", "out/model.pt", "absolute paths"),
     ],
 )
-def test_bad_values_name_key_value_and_what_is_accepted(key: str, value: str, accepted: str) -> None:
+def test_bad_values_name_key_value_and_what_is_accepted(
+    key: str, value: str, accepted: str
+) -> None:
     data = {"resourceURL": "http://h:8265", "jobdata.jobScript": "print(1)", key: value}
     with pytest.raises(ConfigError) as err:
         parse_config("j", "ns", data)

@@ -18,7 +18,7 @@ from ray_operator.jobs.entrypoint import (
 )
 
 # The parser the original documentation tells scripts to contain, verbatim.
-ORIGINAL_PARSER = '''
+ORIGINAL_PARSER = """
 import argparse, json, sys
 
 class ParseKwargs(argparse.Action):
@@ -32,7 +32,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument('-k', '--kwargs', nargs='*', action=ParseKwargs)
 args = parser.parse_args()
 json.dump(args.kwargs, open("out.json", "w", encoding="utf-8"), ensure_ascii=False)
-'''
+"""
 
 FIXED_PARSER = ORIGINAL_PARSER.replace(
     ORIGINAL_PARSER[ORIGINAL_PARSER.index("class ParseKwargs") : ORIGINAL_PARSER.index("parser =")],
@@ -41,7 +41,7 @@ FIXED_PARSER = ORIGINAL_PARSER.replace(
 
 HARD_VALUES = {
     "spaces": "a value with  two spaces",
-    "quotes": "it's \"quoted\"",
+    "quotes": 'it\'s "quoted"',
     "commas": "a,b,c,",
     "unicode": "Zürich – 東京 🚀",
     "shell": "$HOME `id` $(id) ; | & > < * ?",
