@@ -47,3 +47,28 @@ pytest_plugins = [
     for name in ("tests.fixtures.ray_head", "tests.fixtures.s3")
     if __import__("importlib.util").util.find_spec(name) is not None
 ]
+
+
+@pytest.fixture(scope="session")
+def running_operator(control_plane: LocalControlPlane, kube: Kube) -> Iterator["OperatorProcess"]:
+    """The operator (`ray-operator run`) as a process against the test apiserver, cluster-wide."""
+    from tests.operator_process import OperatorProcess
+
+    proc = OperatorProcess(control_plane).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def pod_runner(kube: Kube) -> AsyncIterator["PodRunner"]:
+    """Marks Ray pods Running and Ready (no processes): the kubelet's part in most tests."""
+    from ray_operator.localkube.pod_runner import PodRunner
+
+    runner = await PodRunner(kube).start()
+    yield runner
+    await runner.stop()
+
+
+if False:  # typing only
+    from ray_operator.localkube.pod_runner import PodRunner
+    from tests.operator_process import OperatorProcess

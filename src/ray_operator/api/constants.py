@@ -29,6 +29,7 @@ ENV_CPU_LIMIT: Final = "RAY_CPU_LIMIT"
 
 PORT_GCS: Final = 6379
 PORT_DASHBOARD: Final = 8265
+PORT_DASHBOARD_AGENT: Final = 52365  # Ray's default; serves the raylet health check
 PORT_CLIENT: Final = 10001
 PORT_METRICS: Final = 8080
 

@@ -1,0 +1,1 @@
+"""Pure functions from a resource to the Kubernetes objects it needs: no network, clock or env."""

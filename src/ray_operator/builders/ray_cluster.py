@@ -1,0 +1,223 @@
+"""A ``Ray`` resource -> its head Deployment, worker Deployment and head Service."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ray_operator.api.constants import (
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    ENV_HEAD_SERVICE,
+    ENV_NODE_IP,
+    LABEL_CLUSTER,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    MANAGED_BY,
+    ROLE_HEAD,
+    ROLE_WORKER,
+)
+from ray_operator.api.pod_fields import without_fields
+from ray_operator.api.ray import RayResource, ReplicaSpec
+from ray_operator.builders.default_templates import default_head_template, default_worker_template
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """Desired pods of one role, defaults applied and unknown fields dropped."""
+
+    replicas: int
+    template: Obj
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """Everything the builders need to know about one ``Ray`` resource."""
+
+    name: str
+    namespace: str
+    uid: str
+    head: RoleSpec
+    worker: RoleSpec
+
+
+def head_name(cluster: str) -> str:
+    """Name of the head Deployment and of the head Service."""
+    return f"{cluster}-head"
+
+
+def worker_name(cluster: str) -> str:
+    """Name of the worker Deployment."""
+    return f"{cluster}-worker"
+
+
+def selector_labels(cluster: str, role: str) -> dict[str, str]:
+    """Labels that select the pods of one role of one cluster."""
+    return {LABEL_CLUSTER: cluster, LABEL_ROLE: role}
+
+
+def worker_selector(cluster: str) -> str:
+    """The worker pods' label selector as a string (for the scale subresource)."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(cluster, ROLE_WORKER).items())
+
+
+def plan_cluster(
+    resource: RayResource, ray_image: str, unknown_fields: list[str] | None = None
+) -> ClusterPlan:
+    """Apply defaults: one head of the default template, the default worker template."""
+    meta = resource.metadata
+    spec = resource.spec
+    drop = unknown_fields or []
+    return ClusterPlan(
+        name=meta["name"],
+        namespace=meta.get("namespace", "default"),
+        uid=meta.get("uid", ""),
+        head=_role(spec.head, 1, default_head_template(ray_image), "spec.head.template", drop),
+        worker=_role(spec.worker, 1, default_worker_template(ray_image), "spec.worker.template", drop),
+    )
+
+
+def _role(
+    replica: ReplicaSpec | None, default_replicas: int, default_template: Obj, path: str, drop: list[str]
+) -> RoleSpec:
+    if replica is None:
+        return RoleSpec(default_replicas, default_template)
+    replicas = default_replicas if replica.replicas is None else replica.replicas
+    if replica.template is None:
+        return RoleSpec(replicas, default_template)
+    template = replica.template.model_dump(exclude_none=True, by_alias=True)
+    mine = [p for p in drop if p.startswith(path + ".")]
+    return RoleSpec(replicas, without_fields(template, mine, path) if mine else template)
+
+
+def owner_reference(plan: ClusterPlan) -> Obj:
+    """The controller reference that lets the garbage collector delete the children."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Ray",
+        "name": plan.name,
+        "uid": plan.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(plan: ClusterPlan, role: str) -> dict[str, str]:
+    return {**selector_labels(plan.name, role), LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _inject_env(template: Obj, extra: list[Obj]) -> Obj:
+    """Put the operator's variables first in every container (user values of them are replaced)."""
+    template = copy.deepcopy(template)
+    names = {e["name"] for e in extra}
+    for container in template.get("spec", {}).get("containers", []):
+        own = [e for e in container.get("env", []) if e.get("name") not in names]
+        container["env"] = [*copy.deepcopy(extra), *own]
+    return template
+
+
+def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[Obj]) -> Obj:
+    template = _inject_env(role_spec.template, env)
+    metadata = template.setdefault("metadata", {})
+    metadata["labels"] = {**metadata.get("labels", {}), **_labels(plan, role)}
+    return template
+
+
+def _with_hash(obj: Obj) -> Obj:
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest
+    return obj
+
+
+def spec_hash(obj: Obj) -> str | None:
+    """The hash the operator recorded on a child it wrote."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_SPEC_HASH)
+    return value if isinstance(value, str) else None
+
+
+def _node_ip_env() -> Obj:
+    return {"name": ENV_NODE_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+
+
+def _deployment(plan: ClusterPlan, role: str, role_spec: RoleSpec, name: str, env: list[Obj]) -> Obj:
+    # One head at a time: the old head must be gone before a new one starts (Recreate);
+    # workers roll.
+    strategy = {"type": "Recreate"} if role == ROLE_HEAD else {"type": "RollingUpdate"}
+    body: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": plan.namespace,
+            "labels": _labels(plan, role),
+            "ownerReferences": [owner_reference(plan)],
+        },
+        "spec": {
+            "replicas": role_spec.replicas,
+            "selector": {"matchLabels": selector_labels(plan.name, role)},
+            "strategy": strategy,
+            "template": _pod_template(plan, role, role_spec, env),
+        },
+    }
+    return _with_hash(body)
+
+
+def build_head_deployment(plan: ClusterPlan) -> Obj:
+    """The head Deployment ``{name}-head``; its pods get ``RAY_NODE_IP``."""
+    return _deployment(plan, ROLE_HEAD, plan.head, head_name(plan.name), [_node_ip_env()])
+
+
+def build_worker_deployment(plan: ClusterPlan) -> Obj:
+    """The worker Deployment ``{name}-worker``; pods get ``RAY_NODE_IP`` and ``RAY_HEAD_SERVICE``."""
+    env = [_node_ip_env(), {"name": ENV_HEAD_SERVICE, "value": head_name(plan.name)}]
+    return _deployment(plan, ROLE_WORKER, plan.worker, worker_name(plan.name), env)
+
+
+def service_ports(template: Obj) -> list[Obj]:
+    """One Service port per container port of the head; unnamed ports get ``port-<n>[-udp]``."""
+    ports: list[Obj] = []
+    for container in template.get("spec", {}).get("containers", []):
+        for port in container.get("ports", []):
+            number = port["containerPort"]
+            protocol = port.get("protocol", "TCP")
+            suffix = "" if protocol == "TCP" else f"-{protocol.lower()}"
+            ports.append(
+                {
+                    "name": port.get("name") or f"port-{number}{suffix}",
+                    "port": number,
+                    "targetPort": number,
+                    "protocol": protocol,
+                }
+            )
+    return ports
+
+
+def build_head_service(plan: ClusterPlan) -> Obj:
+    """The Service ``{name}-head`` exposing every port of every head container."""
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": head_name(plan.name),
+            "namespace": plan.namespace,
+            "labels": _labels(plan, ROLE_HEAD),
+            "ownerReferences": [owner_reference(plan)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(plan.name, ROLE_HEAD),
+            "ports": service_ports(plan.head.template),
+        },
+    }
+    return _with_hash(body)
+
+
+def build_children(plan: ClusterPlan) -> list[Obj]:
+    """Every child, in the order they are created."""
+    return [build_head_service(plan), build_head_deployment(plan), build_worker_deployment(plan)]

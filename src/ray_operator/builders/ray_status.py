@@ -1,0 +1,155 @@
+"""Compute a ``Ray`` resource's status from what its children show: a pure function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ray_operator.api.constants import (
+    COND_HEAD_AVAILABLE,
+    COND_HEAD_PROGRESSING,
+    COND_HEAD_REPLICA_FAILURE,
+    COND_HEALTH,
+    COND_WORKER_AVAILABLE,
+    COND_WORKER_PROGRESSING,
+    COND_WORKER_REPLICA_FAILURE,
+)
+
+Obj = dict[str, Any]
+
+# Deployment condition type -> our condition type, per role.
+_HEAD = {
+    "Available": COND_HEAD_AVAILABLE,
+    "Progressing": COND_HEAD_PROGRESSING,
+    "ReplicaFailure": COND_HEAD_REPLICA_FAILURE,
+}
+_WORKER = {
+    "Available": COND_WORKER_AVAILABLE,
+    "Progressing": COND_WORKER_PROGRESSING,
+    "ReplicaFailure": COND_WORKER_REPLICA_FAILURE,
+}
+CONDITION_ORDER = [COND_HEALTH, *_HEAD.values(), *_WORKER.values()]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw of one cluster at one moment."""
+
+    generation: int | None
+    head_desired: int
+    worker_desired: int
+    head: Obj | None
+    worker: Obj | None
+    worker_selector: str = ""
+    error: str | None = None  # invalid spec or a failed write: Health=False with this message
+    error_reason: str = "InvalidSpec"
+
+
+def replica_counts(deployment: Obj | None) -> Obj:
+    """``{replicas, readyReplicas, availableReplicas, updatedReplicas}`` of a Deployment."""
+    status = (deployment or {}).get("status", {})
+    return {
+        key: int(status.get(key, 0) or 0)
+        for key in ("replicas", "readyReplicas", "availableReplicas", "updatedReplicas")
+    }
+
+
+def _settled(deployment: Obj | None, desired: int) -> bool:
+    """Every desired pod is updated and available, and the controller saw the last change."""
+    if deployment is None:
+        return False
+    counts = replica_counts(deployment)
+    status = deployment.get("status", {})
+    seen = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    return (
+        seen
+        and counts["updatedReplicas"] >= desired
+        and counts["availableReplicas"] >= desired
+        and counts["replicas"] == desired
+    )
+
+
+def _failure(deployment: Obj | None) -> str | None:
+    for cond in (deployment or {}).get("status", {}).get("conditions", []):
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason')}: {cond.get('message')}"
+        if cond.get("type") == "Progressing" and cond.get("status") == "False":
+            return f"{cond.get('reason')}: {cond.get('message')}"
+    return None
+
+
+def _merge(previous: dict[str, Obj], ctype: str, status: str, reason: str | None,
+           message: str | None, now: str) -> Obj:
+    """A condition, keeping its times when nothing about it changed."""
+    old = previous.get(ctype)
+    cond: Obj = {"type": ctype, "status": status}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    if old and old.get("status") == status:
+        cond["lastTransitionTime"] = old.get("lastTransitionTime", now)
+    else:
+        cond["lastTransitionTime"] = now
+    same = old and all(old.get(k) == cond.get(k) for k in ("status", "reason", "message"))
+    cond["lastUpdateTime"] = old.get("lastUpdateTime", now) if same and old else now
+    return cond
+
+
+def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
+    """The status to show; equal to ``previous`` (bar lastReconcileTime) when nothing changed."""
+    previous = previous or {}
+    prev_conds = {c["type"]: c for c in previous.get("conditions", []) if "type" in c}
+    conditions: list[Obj] = []
+    for mapping, deployment in ((_HEAD, observed.head), (_WORKER, observed.worker)):
+        found = {c["type"]: c for c in (deployment or {}).get("status", {}).get("conditions", [])}
+        for dtype, ctype in mapping.items():
+            src = found.get(dtype)
+            conditions.append(
+                _merge(
+                    prev_conds,
+                    ctype,
+                    src.get("status", "Unknown") if src else "Unknown",
+                    src.get("reason") if src else None,
+                    src.get("message") if src else None,
+                    now,
+                )
+            )
+    head_ok = _settled(observed.head, observed.head_desired)
+    worker_ok = _settled(observed.worker, observed.worker_desired)
+    failure = observed.error or _failure(observed.head) or _failure(observed.worker)
+    if failure:
+        reason = observed.error_reason if observed.error else "DeploymentFailure"
+        health = _merge(prev_conds, COND_HEALTH, "False", reason, failure, now)
+    elif head_ok and worker_ok:
+        health = _merge(prev_conds, COND_HEALTH, "True", "AllReplicasAvailable",
+                        "head and workers are all available", now)
+    else:
+        waiting = [role for role, ok in (("head", head_ok), ("workers", worker_ok)) if not ok]
+        health = _merge(prev_conds, COND_HEALTH, "Unknown", "Progressing",
+                        f"waiting for {' and '.join(waiting)} to be available", now)
+    conditions.insert(0, health)
+
+    head_counts = replica_counts(observed.head)
+    worker_counts = replica_counts(observed.worker)
+    status: Obj = {
+        "head": head_counts,
+        "worker": worker_counts,
+        "conditions": conditions,
+        "startTime": previous.get("startTime", now),
+        "lastReconcileTime": previous.get("lastReconcileTime", now),
+        "observedGeneration": observed.generation,
+        "headReady": f"{head_counts['readyReplicas']}/{observed.head_desired}",
+        "workersReady": f"{worker_counts['readyReplicas']}/{observed.worker_desired}",
+        "health": health["status"],
+        "workerSelector": observed.worker_selector,
+    }
+    return status
+
+
+def status_changed(previous: Obj | None, new: Obj) -> bool:
+    """Whether writing ``new`` would change anything but the reconcile timestamp."""
+    if not previous:
+        return True
+    keys = (set(previous) | set(new)) - {"lastReconcileTime", "kopf"}
+    return any(previous.get(k) != new.get(k) for k in keys)

@@ -1,0 +1,5 @@
+"""Thin kopf controllers: importing this package registers every handler of the operator."""
+
+from ray_operator.controllers import login, ray
+
+__all__ = ["login", "ray"]

@@ -1,0 +1,52 @@
+"""Post Kubernetes Events about a resource, as ``kubectl describe`` shows them."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from ray_operator.api.constants import MANAGED_BY
+from ray_operator.kube import EVENT, Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+
+def now_rfc3339() -> str:
+    """The current UTC time, as Kubernetes writes it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def post_event(kube: Kube, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """Post one event (``kind`` is Normal or Warning); a failure to post is logged, not raised."""
+    meta = involved["metadata"]
+    now = now_rfc3339()
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{secrets.token_hex(8)}",
+            "namespace": meta.get("namespace", "default"),
+        },
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": kind,
+        "source": {"component": MANAGED_BY},
+        "reportingComponent": MANAGED_BY,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        await kube.create(EVENT, body)
+    except KubeError as exc:
+        log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)

@@ -1,0 +1,392 @@
+"""A small stand-in for a kubelet: pods of the local control plane become Running and Ready.
+
+Two modes:
+- status only: each pod gets an address and is marked Running and Ready at once (enough for the
+  Deployment controller to make Deployments Available, which is what ``Health`` reads);
+- containers: each container's command runs as a local process, inside a network namespace of
+  its own with the pod's address, with the env the pod spec resolves to, Service names
+  resolvable through a private ``/etc/hosts``, and a private ``/tmp``. The image is not pulled:
+  commands run with this machine's programs (``ray`` from the active virtualenv). A pod is
+  Ready when its containers' readiness probes (httpGet, tcpSocket) pass; a container that exits
+  is restarted with a back-off; the processes end when the pod goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ray_operator.api.constants import LABEL_CLUSTER
+from ray_operator.kube import CONFIGMAP, ENDPOINTS, POD, SECRET, Kube, KubeError
+from ray_operator.localkube.pod_env import container_argv, container_env
+from ray_operator.localkube.pod_network import PodNetwork
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+PodKey = tuple[str, str]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class LocalPod:
+    """One pod this runner looks after."""
+
+    key: PodKey
+    uid: str
+    ip: str
+    netns: str | None = None
+    workdir: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    ready: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class PodRunner:
+    """Watches pods and plays the kubelet's part for them."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str | None = None,
+        run_containers: bool = False,
+        label_selector: str = LABEL_CLUSTER,
+        workdir: Path | None = None,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.run_containers = run_containers
+        self.label_selector = label_selector
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pods-"))
+        self.pods: dict[PodKey, LocalPod] = {}
+        self.network = PodNetwork() if run_containers else None
+        self._addresses = (f"127.{a}.{b}.{c}" for a, b, c in itertools.product(
+            range(1, 255), range(256), range(2, 255)))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._hosts_cache: dict[Path, str] = {}
+
+    async def start(self) -> PodRunner:
+        """Begin watching pods."""
+        if self.network is not None:
+            await asyncio.to_thread(self.network.up)
+        self._tasks.append(asyncio.create_task(self._watch_forever()))
+        if self.run_containers:
+            self._tasks.append(asyncio.create_task(self._refresh_hosts_forever()))
+        return self
+
+    async def stop(self) -> None:
+        """Stop watching and end every local pod."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for key in list(self.pods):
+            await self._end_pod(key)
+        if self.network is not None:
+            await asyncio.to_thread(self.network.down)
+
+    # --- watching ---------------------------------------------------------------------------
+    async def _watch_forever(self) -> None:
+        while True:
+            try:
+                pods = await self.kube.request(
+                    "GET", POD.path(self.namespace), params={"labelSelector": self.label_selector}
+                )
+                for pod in pods.get("items", []):
+                    await self._on_event("ADDED", pod)
+                version = pods["metadata"]["resourceVersion"]
+                async for kind, pod in self.kube.watch(
+                    POD, self.namespace, self.label_selector, resource_version=version
+                ):
+                    await self._on_event(kind, pod)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a broken watch is restarted, as a kubelet would
+                log.exception("pod watch failed; restarting")
+                await asyncio.sleep(1)
+
+    async def _on_event(self, kind: str, pod: Obj) -> None:
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"])
+        known = self.pods.get(key)
+        if kind == "DELETED" or meta.get("deletionTimestamp"):
+            if known is not None:
+                await self._end_pod(key)
+            return
+        if known is not None and known.uid != meta["uid"]:
+            await self._end_pod(key)
+            known = None
+        if known is None and pod.get("status", {}).get("phase") in (None, "Pending"):
+            local = LocalPod(key=key, uid=meta["uid"], ip="")
+            self.pods[key] = local
+            local.task = asyncio.create_task(self._run_pod(local, pod))
+
+    # --- one pod ----------------------------------------------------------------------------
+    async def _run_pod(self, local: LocalPod, pod: Obj) -> None:
+        try:
+            if not self.run_containers:
+                local.ip = next(self._addresses)
+                await self._write_status(local, pod, ready=True)
+                return
+            assert self.network is not None
+            local.netns, local.ip = await asyncio.to_thread(self.network.add_pod)
+            local.workdir = self.workdir / f"{local.key[0]}_{local.key[1]}"
+            (local.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+            await self._refresh_hosts()
+            await self._write_status(local, pod, ready=False)
+            await self._supervise(local, pod)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on the pod, as a kubelet would
+            log.exception("pod %s/%s failed to start", *local.key)
+            await self._write_failed(local, str(exc))
+
+    async def _supervise(self, local: LocalPod, pod: Obj) -> None:
+        data = await self._referenced_data(pod)
+        containers = pod["spec"]["containers"]
+        backoff: dict[str, float] = {}
+        while True:
+            for container in containers:
+                name = container["name"]
+                proc = local.processes.get(name)
+                if proc is not None and proc.poll() is None:
+                    continue
+                if proc is not None:
+                    local.restarts[name] = local.restarts.get(name, 0) + 1
+                    delay = backoff.get(name, 1.0)
+                    backoff[name] = min(delay * 2, 10.0)
+                    log.info("container %s of %s/%s exited with %s; restarting in %ss",
+                             name, *local.key, proc.returncode, delay)
+                    if local.ready:
+                        local.ready = False
+                        await self._write_status(local, pod, ready=False)
+                    await asyncio.sleep(delay)
+                local.processes[name] = self._start_container(local, pod, container, data)
+            ready = all(
+                await asyncio.gather(*(self._probe(local, c) for c in containers))
+            ) and all(p.poll() is None for p in local.processes.values())
+            if ready != local.ready:
+                local.ready = ready
+                await self._write_status(local, pod, ready=ready)
+            await asyncio.sleep(1)
+
+    def _start_container(
+        self, local: LocalPod, pod: Obj, container: Obj, data: dict[tuple[str, str], dict[str, str]]
+    ) -> subprocess.Popen[bytes]:
+        assert local.workdir is not None and local.netns is not None
+        env = container_env(pod, container, local.ip, lambda kind, name: data.get((kind, name)))
+        argv = container_argv(container, env)
+        hosts = local.workdir / "hosts"
+        # Keep this machine's PATH so `ray` and `python` resolve to the active virtualenv.
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(local.workdir),
+            "HOSTNAME": local.key[1],
+            **env,
+        }
+        if "VIRTUAL_ENV" in os.environ:
+            full_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
+        setup = (
+            f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && "
+            f"mount --bind {shlex.quote(str(local.workdir / 'tmp'))} /tmp && "
+            'cd "$HOME" && exec "$@"'
+        )
+        log_file = open(local.workdir / f"{container['name']}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(
+            ["ip", "netns", "exec", local.netns, "unshare", "--mount", "--propagation", "private",
+             "sh", "-c", setup, "sh", *argv],
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    async def _probe(self, local: LocalPod, container: Obj) -> bool:
+        probe = container.get("readinessProbe")
+        if not probe:
+            return True
+        try:
+            if "httpGet" in probe:
+                get = probe["httpGet"]
+                port = self._port(container, get["port"])
+                async with httpx.AsyncClient(timeout=2) as client:
+                    r = await client.get(f"http://{local.ip}:{port}{get.get('path', '/')}")
+                return 200 <= r.status_code < 400
+            if "tcpSocket" in probe:
+                port = self._port(container, probe["tcpSocket"]["port"])
+                _, writer = await asyncio.wait_for(asyncio.open_connection(local.ip, port), 2)
+                writer.close()
+                return True
+        except (OSError, httpx.HTTPError, asyncio.TimeoutError):
+            return False
+        return True  # exec probes are not run locally
+
+    @staticmethod
+    def _port(container: Obj, port: int | str) -> int:
+        if isinstance(port, int):
+            return port
+        for p in container.get("ports", []):
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        return int(port)
+
+    async def _referenced_data(self, pod: Obj) -> dict[tuple[str, str], dict[str, str]]:
+        wanted: set[tuple[str, str]] = set()
+        for container in pod["spec"]["containers"]:
+            for item in container.get("env", []):
+                src = item.get("valueFrom", {})
+                if "configMapKeyRef" in src:
+                    wanted.add(("ConfigMap", src["configMapKeyRef"]["name"]))
+                if "secretKeyRef" in src:
+                    wanted.add(("Secret", src["secretKeyRef"]["name"]))
+            for item in container.get("envFrom", []):
+                if "configMapRef" in item:
+                    wanted.add(("ConfigMap", item["configMapRef"]["name"]))
+                if "secretRef" in item:
+                    wanted.add(("Secret", item["secretRef"]["name"]))
+        data: dict[tuple[str, str], dict[str, str]] = {}
+        for kind, name in wanted:
+            obj = await self.kube.get_or_none(
+                CONFIGMAP if kind == "ConfigMap" else SECRET, name, pod["metadata"]["namespace"]
+            )
+            if obj is None:
+                continue
+            raw = obj.get("data") or {}
+            if kind == "Secret":
+                raw = {k: base64.b64decode(v).decode() for k, v in raw.items()}
+            data[(kind, name)] = raw
+        return data
+
+    # --- names: a private /etc/hosts per pod -------------------------------------------------
+    async def _refresh_hosts_forever(self) -> None:
+        while True:
+            with contextlib.suppress(KubeError, httpx.HTTPError):
+                await self._refresh_hosts()
+            await asyncio.sleep(1)
+
+    async def _refresh_hosts(self) -> None:
+        namespaces = {p.key[0] for p in self.pods.values() if p.workdir is not None}
+        entries: dict[str, list[str]] = {}
+        for ns in namespaces:
+            for ep in await self.kube.list(ENDPOINTS, ns):
+                addresses = [
+                    a["ip"] for subset in ep.get("subsets") or [] for a in subset.get("addresses") or []
+                ]
+                if addresses:
+                    name = ep["metadata"]["name"]
+                    entries.setdefault(ns, []).append(
+                        f"{addresses[0]} {name} {name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local"
+                    )
+        for pod in self.pods.values():
+            if pod.workdir is None:
+                continue
+            text = "\n".join(
+                ["127.0.0.1 localhost", f"{pod.ip} {pod.key[1]}", *entries.get(pod.key[0], [])]
+            ) + "\n"
+            path = pod.workdir / "hosts"
+            if self._hosts_cache.get(path) != text:
+                # Rewrite in place: the bind mount inside the pod follows the inode.
+                mode = "r+" if path.exists() else "w"
+                with path.open(mode) as f:
+                    f.seek(0)
+                    f.write(text)
+                    f.truncate()
+                self._hosts_cache[path] = text
+
+    # --- status -----------------------------------------------------------------------------
+    async def _write_status(self, local: LocalPod, pod: Obj, ready: bool) -> None:
+        now = _now()
+        flag = "True" if ready else "False"
+        status = {
+            "phase": "Running",
+            "podIP": local.ip,
+            "podIPs": [{"ip": local.ip}],
+            "hostIP": local.ip,
+            "startTime": pod.get("status", {}).get("startTime") or now,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+                {"type": "Ready", "status": flag, "lastTransitionTime": now},
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": ready,
+                    "started": True,
+                    "restartCount": local.restarts.get(c["name"], 0),
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        try:
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    async def _write_failed(self, local: LocalPod, message: str) -> None:
+        with contextlib.suppress(KubeError):
+            await self.kube.patch(
+                POD, local.key[1],
+                {"status": {"phase": "Failed", "reason": "LocalRunFailed", "message": message[:1000]}},
+                local.key[0], "status",
+            )
+
+    async def _end_pod(self, key: PodKey) -> None:
+        local = self.pods.pop(key, None)
+        if local is None:
+            return
+        if local.task is not None:
+            local.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await local.task
+        await asyncio.to_thread(_terminate, list(local.processes.values()))
+        if local.netns is not None and self.network is not None:
+            await asyncio.to_thread(self.network.remove_pod, local.netns)
+        if local.workdir is not None:
+            self._hosts_cache.pop(local.workdir / "hosts", None)
+            shutil.rmtree(local.workdir / "tmp", ignore_errors=True)
+
+    def logs(self, namespace: str, pod: str, container: str) -> str:
+        """What a container printed so far (process mode)."""
+        path = self.workdir / f"{namespace}_{pod}" / f"{container}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after ``grace`` seconds."""
+    for proc in processes:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
