@@ -1,7 +1,8 @@
 """cdk-nag 3.x wiring: AWS Solutions checks as a CDK validation plugin, acknowledgements by finding.
 
-cdk-nag 3 matches an acknowledgement only by the full finding id (``AwsSolutions-IAM5[Resource::…]``),
-so each one below is made for a finding that exists, with the reason it is acceptable.
+cdk-nag 3 matches an acknowledgement only by its full finding id
+(``AwsSolutions-IAM5[Resource::…]``), so each one is made for a finding that exists, with the
+reason it is acceptable.
 """
 
 from __future__ import annotations

@@ -19,11 +19,15 @@ PARAMETER_PREFIX = "SEEDFARMER_PARAMETER_"
 _PARTITION = r"arn:aws(?:-[a-z]+)*"
 _ROLE_ARN = re.compile(_PARTITION + r":iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _POLICY_ARN = re.compile(_PARTITION + r":iam::(?:\d{12}|aws):policy/[\w+=,.@/-]{1,512}")
-_OIDC_ARN = re.compile(_PARTITION + r":iam::\d{12}:oidc-provider/(?P<issuer>[A-Za-z0-9.-]+(?:/[\w.-]+)*)")
+_OIDC_ARN = re.compile(
+    _PARTITION + r":iam::\d{12}:oidc-provider/(?P<issuer>[A-Za-z0-9.-]+(?:/[\w.-]+)*)"
+)
 _ISSUER = re.compile(r"(?:https://)?(?P<issuer>[A-Za-z0-9.-]+(?:/[\w.-]+)*)/?")
 _CLUSTER_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+_DNS_SUBDOMAIN = re.compile(
+    r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
@@ -32,12 +36,12 @@ MAX_TIMEOUT_MINUTES = 365 * 24 * 60
 
 
 def env_name(parameter: str) -> str:
-    """Environment variable SeedFarmer uses for ``parameter`` (``eks_oidc_arn`` -> ``SEEDFARMER_PARAMETER_EKS_OIDC_ARN``)."""
+    """Its variable: ``eks_oidc_arn`` -> ``SEEDFARMER_PARAMETER_EKS_OIDC_ARN``."""
     return PARAMETER_PREFIX + parameter.upper()
 
 
 def manifest_name(parameter: str) -> str:
-    """Name of ``parameter`` in a SeedFarmer module manifest (``eks_oidc_arn`` -> ``EksOidcArn``)."""
+    """Name of a parameter in a module manifest: ``eks_oidc_arn`` -> ``EksOidcArn``."""
     return "".join(part.capitalize() for part in parameter.split("_"))
 
 
@@ -63,7 +67,7 @@ class ModuleContext:
 
     @property
     def stack_name(self) -> str:
-        """``{project}-{deployment}-{module}``: the name ``seedfarmer metadata convert`` looks for."""
+        """``{project}-{deployment}-{module}``, the stack ``seedfarmer metadata convert`` reads."""
         return f"{self.project_name}-{self.deployment_name}-{self.module_name}"
 
 
@@ -87,6 +91,10 @@ class ParameterReader:
     def _raw(self, parameter: str) -> str | None:
         value = self._env.get(env_name(parameter), "").strip()
         return value or None
+
+    def problem(self, parameter: str, message: str) -> None:
+        """Record a problem found outside this reader (say, in a file a parameter names)."""
+        self._problem(parameter, message)
 
     def _problem(self, parameter: str, message: str) -> None:
         self.problems.append(
@@ -118,7 +126,7 @@ class ParameterReader:
             value = self._env.get(variable, "").strip()
             if not value:
                 self.problems.append(
-                    f"{variable} is not set: SeedFarmer sets it; set it by hand to synthesize locally"
+                    f"{variable} is not set: SeedFarmer sets it; set it by hand to synthesize"
                 )
             names[key] = value
         boundary = self._env.get("SEEDFARMER_PERMISSION_BOUNDARY_ARN", "").strip() or None
@@ -138,6 +146,10 @@ class ParameterReader:
         )
 
     # --- typed getters --------------------------------------------------------------------------
+    def text(self, parameter: str) -> str | None:
+        """An optional free-form value (checked by the caller)."""
+        return self._raw(parameter)
+
     def cluster_name(self, parameter: str) -> str:
         """A required EKS cluster name."""
         expected = "an EKS cluster name (letters, digits, '-' and '_', at most 100)"
@@ -163,7 +175,9 @@ class ParameterReader:
 
     def openid_issuer(self, parameter: str) -> str:
         """A required OIDC issuer URL, returned as host and path without ``https://``."""
-        expected = "the cluster's OIDC issuer, such as https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
+        expected = (
+            "the cluster's OIDC issuer, such as https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE"
+        )
         value = self._matching(parameter, _ISSUER, expected, required=True)
         if value is None:
             return ""
@@ -237,7 +251,9 @@ class ParameterReader:
         if value is None:
             return default
         if not value.startswith("/") or ".." in value.split("/") or any(c.isspace() for c in value):
-            self._invalid(parameter, value, "an absolute path that starts with '/', such as /ray/export/")
+            self._invalid(
+                parameter, value, "an absolute path that starts with '/', such as /ray/export/"
+            )
             return default
         return value
 
@@ -246,7 +262,9 @@ class ParameterReader:
         value = self._raw(parameter)
         if value is None:
             return {}
-        expected = 'a JSON object of tags such as {"team": "ml"} or [{"Key": "team", "Value": "ml"}]'
+        expected = (
+            'a JSON object of tags such as {"team": "ml"} or [{"Key": "team", "Value": "ml"}]'
+        )
         try:
             parsed: object = json.loads(value)
         except json.JSONDecodeError:
@@ -257,7 +275,9 @@ class ParameterReader:
             pairs = list(parsed.items())
         elif isinstance(parsed, list) and all(isinstance(item, dict) for item in parsed):
             for item in parsed:
-                pairs.append((item.get("Key", item.get("key")), item.get("Value", item.get("value"))))
+                pairs.append(
+                    (item.get("Key", item.get("key")), item.get("Value", item.get("value")))
+                )
         else:
             self._invalid(parameter, value, expected)
             return {}

@@ -32,7 +32,7 @@ def apply_permissions_boundary(scope: Construct, boundary_arn: str | None) -> No
 
 
 def emit_metadata(stack: cdk.Stack, metadata: dict[str, str]) -> cdk.CfnOutput:
-    """The single ``metadata`` output that ``seedfarmer metadata convert`` turns into module metadata."""
+    """The ``metadata`` output that ``seedfarmer metadata convert`` turns into module metadata."""
     return cdk.CfnOutput(stack, "metadata", value=stack.to_json_string(metadata))
 
 

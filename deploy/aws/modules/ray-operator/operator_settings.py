@@ -38,9 +38,10 @@ class OperatorSettings:
         issuer = reader.openid_issuer("eks_openid_issuer")
         if issuer and issuer_in_arn and issuer != issuer_in_arn:
             # The role's trust condition would name one provider and the principal another.
-            reader.problems.append(
-                f"eks_openid_issuer (EksOpenidIssuer): {issuer!r} is not the issuer of eks_oidc_arn"
-                f" ({issuer_in_arn!r}); give the issuer of the same cluster"
+            reader.problem(
+                "eks_openid_issuer",
+                f"{issuer!r} is not the issuer of eks_oidc_arn ({issuer_in_arn!r});"
+                " give the issuer of the same cluster",
             )
         settings = cls(
             context=context,
