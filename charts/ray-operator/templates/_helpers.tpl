@@ -1,0 +1,123 @@
+{{/* Name of the chart's objects: the release name, with the chart name unless already in it. */}}
+{{- define "ray-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ray-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ray-operator.labels" -}}
+{{ include "ray-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ray-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ray-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ray-operator.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "ray-operator.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{- define "ray-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion (toString .Values.image.tag)) -}}
+{{- end -}}
+
+{{/*
+The namespaces the operator watches, as a JSON list: [] means every namespace.
+Namespaced RBAC without a list means the release namespace alone.
+*/}}
+{{- define "ray-operator.watchNamespaces" -}}
+{{- $namespaces := .Values.watchNamespaces | default list -}}
+{{- if kindIs "string" $namespaces -}}
+{{- $namespaces = splitList "," $namespaces -}}
+{{- end -}}
+{{- $clean := list -}}
+{{- range $namespaces -}}
+{{- if trim . -}}
+{{- $clean = append $clean (trim .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $clean) (not .Values.rbac.clusterWide) -}}
+{{- $clean = list .Release.Namespace -}}
+{{- end -}}
+{{- $clean | uniq | toJson -}}
+{{- end -}}
+
+{{/*
+What the operator does, resource by resource: each verb named, no wildcards.
+Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
+*/}}
+{{- define "ray-operator.rules" -}}
+# Ray: watched and reconciled; RayPipelines create and delete them.
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rays"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rays/status"]
+  verbs: ["get", "patch"]
+# RayJob: watched and reconciled; RayPipelines create and delete them.
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rayjobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rayjobs/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["raypipelines"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["raypipelines/status"]
+  verbs: ["get", "patch"]
+# Children of a Ray: head and worker Deployments, head Service (drift is repaired in place).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "update"]
+# A RayJob's ConfigMap (job data and status) and runner pod.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
+# requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf makes: CRDs always; namespaces only when it watches a list of them. */}}
+{{- define "ray-operator.discoveryRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if include "ray-operator.watchNamespaces" . | fromJsonArray }}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end -}}

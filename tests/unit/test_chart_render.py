@@ -1,0 +1,214 @@
+"""The Helm chart rendered by Helm's own engine (helm-python-sdk): what a user installs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+
+from ray_operator.api.constants import DEFAULT_RAY_IMAGE  # noqa: E402
+from ray_operator.api.crd import all_crds  # noqa: E402
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "ray-operator"
+Obj = dict[str, Any]
+
+
+def render(values: Obj | None = None, namespace: str = "ray-system") -> list[Obj]:
+    """Every object the chart's templates produce (not its CRDs)."""
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values or {}, name="ray-operator", namespace=namespace)
+    return [
+        doc
+        for name, text in sorted(manifests.items())
+        if name.endswith((".yaml", ".yml"))
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def the_deployment(objs: list[Obj]) -> Obj:
+    (deployment,) = of_kind(objs, "Deployment")
+    return deployment
+
+
+def env_of(objs: list[Obj]) -> dict[str, str]:
+    container = the_deployment(objs)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def all_rules(objs: list[Obj]) -> list[Obj]:
+    return [rule for o in objs if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
+
+
+def grants(rules: list[Obj]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples the rules allow."""
+    return {
+        (group, resource, verb)
+        for r in rules
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+
+
+def test_chart_lints_clean_in_strict_mode() -> None:
+    for values in ({}, {"rbac": {"clusterWide": False}, "watchNamespaces": ["a", "b"]}):
+        report = helm.lint(CHART, values, strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert problems == [], problems
+
+
+def test_chart_crds_are_what_the_models_generate() -> None:
+    with helm.Chart.load(CHART) as chart:
+        shipped = {
+            doc["metadata"]["name"]: doc
+            for crd_file in chart.crds
+            for doc in yaml.safe_load_all(crd_file["data"])
+            if doc
+        }
+    expected = {crd["metadata"]["name"]: crd for crd in all_crds()}
+    fix = "the chart's CRDs differ from src/ray_operator/api: run scripts/sync-chart-crds.sh"
+    assert sorted(shipped) == sorted(expected), fix
+    for name, crd in expected.items():
+        assert shipped[name] == crd, f"{name}: {fix}"
+
+
+def test_default_ray_image_is_the_operators_default() -> None:
+    with helm.Chart.load(CHART) as chart:
+        assert chart.values["rayImage"] == DEFAULT_RAY_IMAGE
+    assert env_of(render())["RAY_OPERATOR_RAY_IMAGE"] == DEFAULT_RAY_IMAGE
+
+
+def test_rbac_names_every_verb_and_resource() -> None:
+    for values in ({}, {"rbac": {"clusterWide": False}}):
+        rules = all_rules(render(values))
+        assert rules
+        for rule in rules:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no nonResourceURLs
+            for key in ("apiGroups", "resources", "verbs"):
+                assert rule[key] and all(v != "*" and "*" not in v for v in rule[key]), rule
+
+
+def test_cluster_wide_by_default() -> None:
+    objs = render(namespace="ops")
+    assert of_kind(objs, "Role") == [] and of_kind(objs, "RoleBinding") == []
+    (role,) = of_kind(objs, "ClusterRole")
+    (binding,) = of_kind(objs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ray-operator", "namespace": "ops"}
+    ]
+    allowed = grants(role["rules"])
+    # What the Ray controller does today.
+    assert {
+        ("ray.kubeflow.org", "rays", "watch"),
+        ("ray.kubeflow.org", "rays/status", "patch"),
+        ("apps", "deployments", "create"),
+        ("apps", "deployments", "update"),
+        ("", "services", "update"),
+        ("", "events", "create"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    } <= allowed
+    # Never: reading Secrets, or changing its own rights beyond what it holds.
+    assert not {
+        t for t in allowed if t[1] == "secrets" or t[2] in ("bind", "escalate", "impersonate")
+    }
+    assert ("", "namespaces", "list") not in allowed  # kopf lists namespaces only for a list
+    assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == ""
+
+
+def test_namespaced_rbac_in_each_watched_namespace() -> None:
+    objs = render({"rbac": {"clusterWide": False}, "watchNamespaces": ["team-a", "team-b"]}, "ops")
+    roles = of_kind(objs, "Role")
+    bindings = of_kind(objs, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"][0]["namespace"] == "ops"
+    # The only cluster-scoped rights: reading CRDs and namespaces, for kopf's discovery.
+    (discovery,) = of_kind(objs, "ClusterRole")
+    assert grants(discovery["rules"]) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
+    assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+    without_discovery = render(
+        {"rbac": {"clusterWide": False, "discovery": False}, "watchNamespaces": ["team-a"]}
+    )
+    assert of_kind(without_discovery, "ClusterRole") == []
+    assert of_kind(without_discovery, "ClusterRoleBinding") == []
+
+
+def test_namespaced_without_a_list_watches_the_release_namespace() -> None:
+    objs = render({"rbac": {"clusterWide": False}}, namespace="ops")
+    assert [r["metadata"]["namespace"] for r in of_kind(objs, "Role")] == ["ops"]
+    assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "ops"
+
+
+def test_operator_pod_is_locked_down_and_probed() -> None:
+    pod = the_deployment(render())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    # The probe asks kopf's liveness endpoint, on the port and path the command serves it.
+    assert container["command"][:2] == ["ray-operator", "run"]
+    url = container["command"][container["command"].index("--liveness") + 1]
+    probe = container["livenessProbe"]["httpGet"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
+    assert url == f"http://0.0.0.0:{port}{probe['path']}"
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_image_and_operator_settings_from_values() -> None:
+    objs = render(
+        {
+            "image": {
+                "repository": "registry.example/ray-operator",
+                "tag": "1.2.3",
+                "pullPolicy": "Always",
+            },
+            "resyncSeconds": 30,
+            "rayImage": "rayproject/ray:2.50.0",
+        }
+    )
+    container = the_deployment(objs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/ray-operator:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    env = env_of(objs)
+    assert env["RAY_OPERATOR_RESYNC_SECONDS"] == "30"
+    assert env["RAY_OPERATOR_RAY_IMAGE"] == "rayproject/ray:2.50.0"
+    # The job runner lives in the operator image unless told otherwise.
+    assert env["RAY_OPERATOR_RUNNER_IMAGE"] == "registry.example/ray-operator:1.2.3"
+    assert env_of(render({"runnerImage": "runner:9"}))["RAY_OPERATOR_RUNNER_IMAGE"] == "runner:9"
+
+
+def test_service_account_for_irsa_or_brought_by_the_user() -> None:
+    arn = "arn:aws:iam::111122223333:role/ray-operator"
+    objs = render({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
+    (account,) = of_kind(objs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": arn}
+
+    objs = render({"serviceAccount": {"create": False, "name": "made-by-cdk"}})
+    assert of_kind(objs, "ServiceAccount") == []
+    assert the_deployment(objs)["spec"]["template"]["spec"]["serviceAccountName"] == "made-by-cdk"
+    subjects = {s["name"] for b in of_kind(objs, "ClusterRoleBinding") for s in b["subjects"]}
+    assert subjects == {"made-by-cdk"}
+
+    with pytest.raises(helm.HelmError, match="serviceAccount.name is required"):
+        render({"serviceAccount": {"create": False}})
