@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ray_operator.api.pipeline import (
+    DEFAULT_EXPORT_PATH,
+    PipelineSpecError,
+    load_pipeline,
+    parse_pipeline,
+)
+from ray_operator.cli.pipeline import app
+from ray_operator.pipelines.step import step_runs
+
+EXAMPLES = Path(__file__).parents[3] / "examples" / "pipelines"
+
+
+def spec(**fields: Any) -> dict[str, Any]:
+    return {"spec": {"steps": [{"name": "a", "script": "x\ny"}], **fields}}
+
+
+def problems(data: dict[str, Any]) -> str:
+    with pytest.raises(PipelineSpecError) as info:
+        parse_pipeline(data, "p.yaml")
+    return str(info.value)
+
+
+def test_defaults_match_the_original() -> None:
+    pipeline = parse_pipeline(spec())
+    assert pipeline.spec.timeoutMinutes == 360
+    assert pipeline.spec.exportPath == DEFAULT_EXPORT_PATH == "/ray/export/"
+    assert pipeline.spec.pvcName is None
+    assert pipeline.spec.dataBucket is None
+
+
+def test_empty_pvc_name_means_no_pvc() -> None:
+    assert parse_pipeline(spec(pvcName="")).spec.pvcName is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"exportPath": "ray/export"}, "spec.exportPath: 'ray/export' is not accepted: give an "
+         "absolute path starting with '/'"),
+        ({"timeoutMinutes": 0}, "spec.timeoutMinutes: 0 is not accepted"),
+        ({"dataBucket": "s3://b"}, "spec.dataBucket: 's3://b' is not accepted: give an S3 bucket"),
+        ({"steps": []}, "spec.steps: [] is not accepted"),
+        ({"exportpath": "/x"}, "spec.exportpath: unknown field"),
+    ],
+)
+def test_errors_name_field_value_and_what_is_accepted(
+    fields: dict[str, Any], expected: str
+) -> None:
+    assert expected in problems(spec(**fields))
+
+
+def test_step_errors_name_the_step_field() -> None:
+    text = problems({"spec": {"steps": [
+        {"name": "Train_1", "script": "a.py"},
+        {"name": "b", "script": "b.py", "retries": -1, "parameters": {"n": [1]}},
+    ]}})
+    assert "spec.steps.0.name: 'Train_1' is not accepted: use lower-case letters" in text
+    assert "spec.steps.1.retries: -1 is not accepted" in text
+    assert "spec.steps.1.parameters: n=[1] is not accepted: values are strings" in text
+
+
+def test_duplicate_step_names_rejected() -> None:
+    steps = [{"name": "a", "script": "x"}, {"name": "a", "script": "y"}]
+    text = problems({"spec": {"steps": steps}})
+    assert "step name 'a' is used twice" in text
+
+
+def test_yaml_numbers_become_strings() -> None:
+    step = {"name": "a", "script": "s3://b/k", "parameters": {"n": 3, "f": True}}
+    pipeline = parse_pipeline({"spec": {"steps": [step]}})
+    assert pipeline.spec.steps[0].parameters == {"n": "3", "f": "true"}
+    assert pipeline.spec.steps[0].script_is_s3
+
+
+def test_missing_script_file_named(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("spec:\n  steps: [{name: a, script: nothere.py}]\n")
+    pipeline = load_pipeline(tmp_path / "p.yaml")
+    with pytest.raises(PipelineSpecError, match="'nothere.py' cannot be read"):
+        step_runs(pipeline.name, pipeline.spec, tmp_path)
+
+
+def test_parameters_every_step_gets() -> None:
+    pipeline = parse_pipeline(
+        {"metadata": {"name": "p"}, "spec": {"dataBucket": "my-bucket", "steps": [
+            {"name": "a", "script": "x\ny"},
+            {"name": "b", "script": "x\ny", "parameters": {"k": "v"}},
+        ]}}
+    )
+    first, second = step_runs("p", pipeline.spec, None)
+    assert second.all_parameters("r9") == {
+        "export_path": "/ray/export/",
+        "data_bucket": "my-bucket",
+        "run_id": "r9",
+        "output_dir": "/ray/export/r9/b",
+        "input_dir": "/ray/export/r9/a",
+        "k": "v",
+    }
+    assert first.all_parameters("r9")["input_dir"] == ""
+
+
+def test_cli_validate(tmp_path: Path) -> None:
+    ok = CliRunner().invoke(app, ["validate", str(EXAMPLES / "train-inference" / "pipeline.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "valid pipeline 'train-inference': train -> inference" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kind: RayPipeline\nspec:\n  timeoutMinutes: -5\n  steps: [{name: a, script: x}]\n"
+    )
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert "spec.timeoutMinutes: -5 is not accepted" in result.stderr
+
+
+def _inference_module() -> Any:
+    path = EXAMPLES / "train-inference" / "inference.py"
+    module_spec = importlib.util.spec_from_file_location("example_inference", path)
+    assert module_spec and module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_inference_picks_newest_checkpoint_by_epoch_not_by_name(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    # Names sort the other way round from epochs: a glob's "last" would be epoch 9.
+    for name, epoch in [("checkpoint_9", 9), ("checkpoint_10", 10), ("checkpoint_b", 2)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.pt").write_bytes(b"")
+        (tmp_path / name / "meta.json").write_text(json.dumps({"epoch": epoch}))
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "meta.json").write_text(json.dumps({"epoch": 99}))  # no model.pt
+    path, info = _inference_module().newest_checkpoint(tmp_path)
+    assert path == tmp_path / "checkpoint_10"
+    assert info["epoch"] == 10
