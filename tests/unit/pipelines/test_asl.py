@@ -210,3 +210,12 @@ def test_cli_reports_a_bad_file(tmp_path: Path) -> None:
     assert "spec.exportPath" in result.stderr
     assert "'ray/export' is not accepted" in result.stderr
     assert result.stdout == ""
+
+
+def test_gpu_recipe_exports_with_its_pvc(tmp_path: Path) -> None:
+    gpu = EXAMPLE.parents[1] / "gptj-deepspeed" / "pipeline.yaml"
+    definition = build_state_machine(load_pipeline(gpu), FULL, base_dir=gpu.parent)
+    assert validate(definition, tmp_path).returncode == 0
+    pod = job_of(definition["States"]["finetune"])["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "fsx-lustre-claim"
+    assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/ray/export/"
