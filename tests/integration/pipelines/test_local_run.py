@@ -173,3 +173,34 @@ async def test_step_deadline_and_retries(ray_head: RayHead, tmp_path: Path) -> N
     assert result.steps[0].state == STEP_SUCCEEDED
     assert result.steps[0].attempts == 2
     assert result.steps[0].submission_id == "retry-x1-flaky-2"
+
+
+def test_run_step_runs_one_step_from_the_job_environment(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """What the Step Functions Job's container does: step from env, input parameters merged."""
+    from ray_operator.pipelines.step import StepRun
+
+    script = WRITE_MARKER + "pathlib.Path(kw['output_dir'], 'epochs').write_text(kw['epochs'])\n"
+    step = StepRun(
+        pipeline="sfn", step="b", index=1, script=script, parameters={"epochs": "8"},
+        exportPath=str(tmp_path), previousStep="a",
+    )
+    env = {
+        "RAY_PIPELINE_STEP": step.model_dump_json(),
+        "RAY_PIPELINE_RUN_ID": "exec-1",
+        "RAY_ADDRESS": ray_head.address,
+        "RAY_PIPELINE_INPUT": json.dumps({"cluster": {"name": "x"}, "parameters": {"epochs": 2}}),
+    }
+    result = CliRunner().invoke(app, ["run-step", "--poll-interval", "0.3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "step b: SUCCEEDED" in result.output
+    out = tmp_path / "exec-1" / "b"
+    assert (out / "epochs").read_text() == "2"  # the execution input's parameters win
+    assert (out / "ran").read_text() == str(tmp_path / "exec-1" / "a")
+
+    failing = step.model_copy(update={"step": "c", "script": "raise SystemExit('nope')\n"})
+    env["RAY_PIPELINE_STEP"] = failing.model_dump_json()
+    result = CliRunner().invoke(app, ["run-step", "--poll-interval", "0.3"], env=env)
+    assert result.exit_code == 1
+    assert "step c: FAILED" in result.output and "nope" in result.output
