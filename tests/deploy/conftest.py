@@ -1,4 +1,4 @@
-"""Synthesized stacks of the SeedFarmer modules, shared by the deploy tests (few synths: ~3 s each)."""
+"""Synthesized stacks of the SeedFarmer modules, shared by the deploy tests (synths: ~3 s each)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ TAGS = {"team": "ml", "cost-center": "42"}
 
 
 def seedfarmer_env(module: str, parameters: dict[str, str], **extra: str) -> dict[str, str]:
-    """The environment SeedFarmer gives a module: its names, the account, ``SEEDFARMER_PARAMETER_*``."""
+    """What SeedFarmer gives a module: its names, the account, ``SEEDFARMER_PARAMETER_*``."""
     env = {
         "SEEDFARMER_PROJECT_NAME": "idf",
         "SEEDFARMER_DEPLOYMENT_NAME": "dev",
@@ -191,7 +191,7 @@ def orchestrator_full(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 
 
 def resolve_join(value: Any) -> str:
-    """A template string value with ``Fn::Join`` resolved and references shown as ``<Name.Attr>``."""
+    """A template string with ``Fn::Join`` resolved and references shown as ``<Name.Attr>``."""
     if isinstance(value, str):
         return value
     if "Fn::Join" in value:

@@ -88,7 +88,7 @@ def test_every_acknowledgement_gives_a_reason(full: Synth) -> None:
 #: cfn-lint warnings about template text CDK itself writes, and why they are harmless.
 CDK_WARNINGS = {
     "W3005": "CDK adds DependsOn on a role that the resource also references with GetAtt",
-    "W8001": "CDK's kubectl provider keeps its HasEcrPublic condition when the handler role is given",
+    "W8001": "CDK's kubectl provider keeps HasEcrPublic unused when the handler role is given",
 }
 
 

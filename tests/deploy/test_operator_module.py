@@ -1,0 +1,240 @@
+"""The ray-operator module: namespace, IRSA service account, this project's chart, outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import (
+    ACCOUNT,
+    ADMIN_ROLE,
+    BUCKET,
+    ISSUER,
+    OIDC_ARN,
+    REAL_CHART,
+    Synth,
+    iam_statements,
+    kubernetes_objects,
+    metadata_output,
+)
+
+PARTITION = {"Ref": "AWS::Partition"}
+
+
+def irsa_role(synth: Synth) -> dict[str, Any]:
+    roles = synth.resources("AWS::IAM::Role")
+    assert len(roles) == 1, sorted(roles)
+    return next(iter(roles.values()))["Properties"]
+
+
+def test_service_account_role_is_assumable_only_by_that_service_account(
+    operator_full: Synth,
+) -> None:
+    assert irsa_role(operator_full)["AssumeRolePolicyDocument"] == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Principal": {"Federated": OIDC_ARN},
+                "Condition": {
+                    "StringEquals": {
+                        f"{ISSUER}:sub": "system:serviceaccount:ray:ray-operator",
+                        f"{ISSUER}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
+
+
+def test_service_account_may_use_only_the_data_bucket(operator_full: Synth) -> None:
+    bucket = {"Fn::Join": ["", ["arn:", PARTITION, f":s3:::{BUCKET}"]]}
+    objects = {"Fn::Join": ["", ["arn:", PARTITION, f":s3:::{BUCKET}/*"]]}
+    assert irsa_role(operator_full)["Policies"] == [
+        {
+            "PolicyName": "DataBucket",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "ListDataBucket",
+                        "Effect": "Allow",
+                        "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                        "Resource": bucket,
+                    },
+                    {
+                        "Sid": "ReadWriteDataBucketObjects",
+                        "Effect": "Allow",
+                        "Action": ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                        "Resource": objects,
+                    },
+                ],
+            },
+        }
+    ]
+    # The only other identity policy is CDK's kubectl handler's (cluster, admin role, chart asset).
+    for statement in iam_statements(operator_full.template):
+        assert "s3:PutObject" not in statement["Action"] or statement["Resource"] == objects
+
+
+def test_no_s3_access_without_a_bucket(operator_minimal: Synth) -> None:
+    assert "Policies" not in irsa_role(operator_minimal)
+    assert not [
+        s
+        for s in iam_statements(operator_minimal.template)
+        if any(
+            a.startswith("s3:")
+            for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        )
+    ]
+
+
+def test_kubectl_handler_rights(operator_full: Synth) -> None:
+    """CDK's handler: describe this cluster, assume the admin role, read this stack's assets."""
+    policies = operator_full.resources("AWS::IAM::Policy", nested=True)
+    (statements,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for name, p in policies.items()
+        if name.startswith("HandlerServiceRole")
+    ]
+    assert statements[0] == {
+        "Effect": "Allow",
+        "Action": "eks:DescribeCluster",
+        "Resource": {
+            "Fn::Join": ["", ["arn:", PARTITION, f":eks:us-east-1:{ACCOUNT}:cluster/eks-dev"]]
+        },
+    }
+    assert statements[1] == {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": ADMIN_ROLE}
+    assets = f"cdk-hnb659fds-assets-{ACCOUNT}-us-east-1"
+    assert statements[2]["Action"] == ["s3:GetObject*", "s3:GetBucket*", "s3:List*"]
+    assert statements[2]["Resource"] == [
+        {"Fn::Join": ["", ["arn:", PARTITION, f":s3:::{assets}"]]},
+        {"Fn::Join": ["", ["arn:", PARTITION, f":s3:::{assets}/*"]]},
+    ]
+    assert len(statements) == 3
+
+
+def test_namespace_and_annotated_service_account_only(operator_full: Synth) -> None:
+    objects = kubernetes_objects(operator_full)
+    assert sorted(o["kind"] for o in objects) == ["Namespace", "ServiceAccount"]
+    # A ClusterRoleBinding to a ClusterRole that does not exist was a defect of the original.
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == "ray-operator"
+    assert account["metadata"]["namespace"] == "ray"
+    role_arn = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role_arn.startswith("<ServiceAccountRole") and role_arn.endswith(".Arn>")
+    (namespace,) = [o for o in objects if o["kind"] == "Namespace"]
+    assert namespace["metadata"]["name"] == "ray"
+
+
+def test_chart_installed_from_asset_into_the_namespace(operator_full: Synth) -> None:
+    chart = operator_full.one("Custom::AWSCDK-EKS-HelmChart")
+    properties = chart["Properties"]
+    assert properties["ChartAssetURL"].startswith(f"s3://cdk-hnb659fds-assets-{ACCOUNT}-us-east-1/")
+    assert "Repository" not in properties and "Chart" not in properties
+    assert properties["Release"] == "ray-operator"
+    assert properties["Namespace"] == "ray"
+    assert properties.get("CreateNamespace") in (None, False)
+    assert properties["RoleArn"] == ADMIN_ROLE
+    assert json.loads(properties["Values"]) == {
+        "watchNamespaces": ["ray"],
+        "rbac": {"clusterWide": False},
+        "serviceAccount": {"create": False, "name": "ray-operator"},
+    }
+    # The chart waits for the service account it runs as (which waits for the namespace).
+    manifests = operator_full.resources("Custom::AWSCDK-EKS-KubernetesResource")
+    account_id = next(k for k, v in manifests.items() if "ServiceAccount" in json.dumps(v))
+    assert account_id in chart["DependsOn"]
+
+
+def test_operator_image_parameter_sets_the_chart_image() -> None:
+    from operator_settings import OperatorSettings
+    from operator_stack import chart_values
+
+    from tests.deploy.conftest import operator_parameters, seedfarmer_env
+
+    for image, expected in [
+        (
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-operator:0.1.0",
+            {
+                "repository": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ray-operator",
+                "tag": "0.1.0",
+            },
+        ),
+        (
+            "registry:5000/ray-operator",
+            {"repository": "registry:5000/ray-operator", "tag": "latest"},
+        ),
+    ]:
+        env = seedfarmer_env("ray-operator", {**operator_parameters(), "operator_image": image})
+        assert chart_values(OperatorSettings.from_env(env))["image"] == expected
+
+
+def test_metadata_outputs(operator_full: Synth) -> None:
+    role = next(iter(operator_full.resources("AWS::IAM::Role")))
+    assert metadata_output(operator_full) == {
+        "EksServiceAccountName": "ray-operator",
+        "EksServiceAccountRoleArn": f"<{role}.Arn>",
+        "NamespaceName": "ray",
+    }
+
+
+def test_kubectl_layer_is_given_to_the_handler(operator_full: Synth) -> None:
+    (layer,) = operator_full.resources("AWS::Lambda::LayerVersion").values()
+    assert "kubectl" in layer["Properties"]["Description"]
+    handlers = [
+        f
+        for f in operator_full.resources("AWS::Lambda::Function", nested=True).values()
+        if len(f["Properties"].get("Layers", [])) >= 2
+    ]
+    assert handlers, "the kubectl handler Lambda has no kubectl layer"
+
+
+@pytest.mark.skipif(
+    not (REAL_CHART / "Chart.yaml").is_file(), reason="charts/ray-operator not there"
+)
+def test_values_render_the_real_chart_namespaced_with_our_service_account() -> None:
+    """The values the stack passes, rendered by a real Helm engine with the project's chart."""
+    helm_python = pytest.importorskip("helm_python")
+    from operator_settings import OperatorSettings
+    from operator_stack import chart_values
+
+    from tests.deploy.conftest import operator_parameters, seedfarmer_env
+
+    values = chart_values(
+        OperatorSettings.from_env(seedfarmer_env("ray-operator", operator_parameters()))
+    )
+    rendered = helm_python.Chart.load(str(REAL_CHART)).render(
+        values, name="ray-operator", namespace="ray"
+    )
+    import yaml
+
+    documents = [
+        doc
+        for name, text in rendered.items()
+        if name.endswith((".yaml", ".yml"))
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    kinds = [doc["kind"] for doc in documents]
+    assert "ServiceAccount" not in kinds  # the stack's IRSA service account is used
+    # Every binding points at a role the chart itself renders (the original bound a ClusterRole
+    # that was never created).
+    roles = {(d["kind"], d["metadata"]["name"]) for d in documents if d["kind"].endswith("Role")}
+    for binding in (d for d in documents if d["kind"].endswith("RoleBinding")):
+        ref = binding["roleRef"]
+        assert (ref["kind"], ref["name"]) in roles, binding
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ray-operator", "namespace": "ray"}
+        ]
+    # Namespaced mode: the write rights are a Role in the watched namespace only.
+    for cluster_role in (d for d in documents if d["kind"] == "ClusterRole"):
+        for rule in cluster_role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, cluster_role
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["namespace"] == "ray"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ray-operator"
+    assert "ray" in json.dumps(deployment["spec"]["template"]["spec"]["containers"][0].get("env"))
