@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +17,14 @@ from tests.deploy.conftest import (
     BUCKET,
     ISSUER,
     OIDC_ARN,
+    OPERATOR_DIR,
     REAL_CHART,
     Synth,
     iam_statements,
     kubernetes_objects,
     metadata_output,
+    operator_parameters,
+    seedfarmer_env,
 )
 
 PARTITION = {"Ref": "AWS::Partition"}
@@ -238,3 +245,31 @@ def test_values_render_the_real_chart_namespaced_with_our_service_account() -> N
     assert deployment["metadata"]["namespace"] == "ray"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ray-operator"
     assert "ray" in json.dumps(deployment["spec"]["template"]["spec"]["containers"][0].get("env"))
+
+
+@pytest.mark.skipif(
+    not (REAL_CHART / "Chart.yaml").is_file(), reason="charts/ray-operator not there"
+)
+def test_app_synthesizes_with_required_parameters_only(tmp_path: Path) -> None:
+    """``python app.py`` as the deployspec runs it: finds the chart, nag on, no bucket rights."""
+    env = {
+        **os.environ,
+        **seedfarmer_env("ray-operator", operator_parameters()),
+        "CDK_OUTDIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=OPERATOR_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    template = json.loads((tmp_path / "idf-dev-ray-operator.template.json").read_text())
+    (chart,) = [
+        r for r in template["Resources"].values() if r["Type"] == "Custom::AWSCDK-EKS-HelmChart"
+    ]
+    asset = chart["Properties"]["ChartAssetURL"].rsplit("/", 1)[1].removesuffix(".zip")
+    assert (tmp_path / f"asset.{asset}" / "Chart.yaml").is_file()  # the chart itself is the asset
+    assert not [s for s in iam_statements(template) if "s3:PutObject" in s["Action"]]
