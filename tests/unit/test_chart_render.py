@@ -215,7 +215,7 @@ def test_service_account_for_irsa_or_brought_by_the_user() -> None:
 
 
 def test_watch_namespaces_as_a_comma_separated_string() -> None:
-    # A string (`--set watchNamespaces=a\\,b`, or a values file) works like a list.
+    # A string (`--set watchNamespaces=a\,b`, or a values file) works like a list.
     objs = render({"rbac": {"clusterWide": False}, "watchNamespaces": "team-a, team-b"})
     assert sorted(r["metadata"]["namespace"] for r in of_kind(objs, "Role")) == ["team-a", "team-b"]
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "team-a,team-b"
