@@ -34,6 +34,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     try:
         environment = RunnerEnvironment.from_env()
     except ConfigError as exc:

@@ -67,6 +67,11 @@ ENV_CRASH_AT: Final = "RAY_JOB_RUNNER_CRASH_AT"
 STEP_AFTER_ID: Final = "after-id"
 STEP_AFTER_SUBMIT: Final = "after-submit"
 
+# The script goes in a subdirectory of the job's working directory: Ray puts the working directory
+# on every worker's sys.path, where a script named like a stdlib module (the original's example
+# is `code.py`) would be imported by Ray itself and run again, and the job would never start.
+SCRIPT_DIR: Final = "job"
+
 _T = TypeVar("_T")
 
 
@@ -188,7 +193,7 @@ class JobRunner:
             try:
                 staged = await stage(config, store)
                 params = {**standard_parameters(config), **staged.parameters}
-                entrypoint = build_entrypoint(staged.script_name, params)
+                entrypoint = build_entrypoint(f"{SCRIPT_DIR}/{staged.script_name}", params)
             except ConfigError as exc:
                 raise JobFailedError(REASON_INVALID_CONFIG, str(exc)) from None
             except (SourceError, ObjectStoreError) as exc:
@@ -199,7 +204,10 @@ class JobRunner:
             self._checkpoint(STEP_AFTER_ID)
             log.info("submitting job %s as %s to %s", config.name, submission_id, config.address)
             working_dir = await self._retry(
-                config, lambda: client.upload_working_dir({staged.script_name: staged.script})
+                config,
+                lambda: client.upload_working_dir(
+                    {f"{SCRIPT_DIR}/{staged.script_name}": staged.script}
+                ),
             )
             runtime_env = {**staged.runtime_env, "working_dir": working_dir}
             try:
@@ -286,7 +294,7 @@ class JobRunner:
                     ) from None
                 last_status = info.status
                 if info.terminal:
-                    return await self._finish(config, client, store, info, stop_reason)
+                    return await self._finish(config, client, store, info, stop_reason, tail)
                 await self._write(_status_of(info))
                 wake.clear()
                 try:
@@ -317,6 +325,7 @@ class JobRunner:
         store: ObjectStore,
         info: JobInfo,
         stop_reason: str,
+        tail: asyncio.Task[None],
     ) -> int:
         status = _status_of(info)
         message = info.message
@@ -331,6 +340,8 @@ class JobRunner:
             status[STATUS_REASON] = REASON_STOPPED
         # The terminal state first: the resource shows it without waiting for the upload.
         await self._write({**status, STATUS_MESSAGE: message})
+        # Let the log stream print its last lines into the Pod's log.
+        await asyncio.wait({tail}, timeout=3)
         ok = status[STATUS_JOB] == SUCCEEDED
         if config.upload_bucket:
             try:
