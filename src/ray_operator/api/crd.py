@@ -143,4 +143,6 @@ def ray_crd() -> Schema:
 
 def all_crds() -> list[Schema]:
     """Every CRD of the project, in install order."""
-    return [ray_crd()]
+    from ray_operator.api.rayjob import rayjob_crd
+
+    return [ray_crd(), rayjob_crd()]
