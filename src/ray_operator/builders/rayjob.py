@@ -1,0 +1,168 @@
+"""Pure builders of a RayJob's children: ConfigMap, runner Pod, ServiceAccount, Role, RoleBinding.
+
+The Role lets the runner read and update its own ConfigMap and nothing else (resourceNames).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from ray_operator.api.rayjob import RayJobSpec
+
+Obj = dict[str, Any]
+
+LABEL_RAYJOB: Final = "ray.kubeflow.org/rayjob"
+S3_MOUNT: Final = "/etc/ray-job/s3"
+TOKEN_MOUNT: Final = "/etc/ray-job/ray"
+
+
+def child_name(job: str) -> str:
+    """The name shared by every child of RayJob ``job``."""
+    return f"{job}-rayjob"
+
+
+def _meta(job: str, uid: str, name: str | None = None) -> Obj:
+    return {
+        "name": name or child_name(job),
+        "labels": {LABEL_RAYJOB: job, LABEL_MANAGED_BY: MANAGED_BY},
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "RayJob",
+                "name": job,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def build_configmap_data(spec: RayJobSpec, address: str) -> dict[str, str]:
+    """The runner's ConfigMap data, in the original ray-pod's keys."""
+    data = {
+        "resourceURL": address,
+        "jobdata.jobScript": spec.script,
+        "jobdata.scriptLocation": spec.scriptLocation,
+        "jobdata.scriptExtraLocation": "inline",
+        "updateInterval": f"{spec.updateInterval:g}",
+        "kill": "true" if spec.kill else "false",
+    }
+    if spec.parameters:
+        data["jobdata.jobParameters"] = json.dumps(spec.parameters, ensure_ascii=False)
+    if spec.runtimeEnv:
+        data["jobdata.scriptMetadata"] = spec.runtimeEnv.model_dump_json(exclude_none=True)
+    if spec.s3:
+        data["s3.endpoint"] = spec.s3.endpoint or ""
+        data["s3.secure"] = "true" if spec.s3.secure else "false"
+        data["s3.secret"] = spec.s3.secretName or ""
+    if spec.uploadBucket:
+        data["s3upload.bucket"] = spec.uploadBucket
+    if spec.uploadFiles:
+        data["s3upload.files"] = ",".join(spec.uploadFiles)
+    if spec.activeDeadlineSeconds:
+        data["activeDeadlineSeconds"] = str(spec.activeDeadlineSeconds)
+    if spec.tokenSecretName:
+        data["resourcesecret"] = spec.tokenSecretName
+    return data
+
+
+def build_configmap(job: str, uid: str, spec: RayJobSpec, address: str) -> Obj:
+    """The ConfigMap the runner reads its job from and writes status to."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(job, uid),
+        "data": build_configmap_data(spec, address),
+    }
+
+
+def build_service_account(job: str, uid: str) -> Obj:
+    """The runner's identity."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(job, uid)}
+
+
+def build_role(job: str, uid: str) -> Obj:
+    """Read and update this job's ConfigMap only."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(job, uid),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [child_name(job)],
+                "verbs": ["get", "update", "patch"],
+            }
+        ],
+    }
+
+
+def build_role_binding(job: str, uid: str, namespace: str) -> Obj:
+    """Bind the Role to the runner's ServiceAccount."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(job, uid),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": child_name(job),
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": child_name(job), "namespace": namespace}],
+    }
+
+
+def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
+    """The Pod that runs ``python -m ray_operator.jobs`` for this job.
+
+    ``restartPolicy: Never``: its exit code is the job's result (1 must not crash-loop); a runner
+    Pod that is lost is recreated by the controller and resumes the same submission id.
+    """
+    name = child_name(job)
+    env = [
+        {"name": "RAY_JOB_CONFIGMAP", "value": name},
+        {"name": "RAY_JOB_NAME", "value": job},
+        {
+            "name": "RAY_JOB_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": "RAY_JOB_S3_CREDENTIALS_DIR", "value": S3_MOUNT},
+        {"name": "RAY_JOB_RAY_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/token"},
+    ]
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    if spec.s3 and spec.s3.secretName:
+        volumes.append({"name": "s3", "secret": {"secretName": spec.s3.secretName}})
+        mounts.append({"name": "s3", "mountPath": S3_MOUNT, "readOnly": True})
+    if spec.tokenSecretName:
+        volumes.append({"name": "ray-token", "secret": {"secretName": spec.tokenSecretName}})
+        mounts.append({"name": "ray-token", "mountPath": TOKEN_MOUNT, "readOnly": True})
+    container: Obj = {
+        "name": "runner",
+        "image": spec.runnerImage or image,
+        "command": ["python", "-m", "ray_operator.jobs"],
+        "env": env,
+        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(job, uid),
+        "spec": {
+            "serviceAccountName": name,
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
