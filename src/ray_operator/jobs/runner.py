@@ -258,6 +258,7 @@ class JobRunner:
     ) -> int:
         """Poll the job until it ends, honoring ``kill`` and the deadline; then archive it."""
         wake = asyncio.Event()
+        # The log stream's end also wakes the poller, so the terminal state shows at once.
         tail = asyncio.create_task(self._echo_logs(client, submission_id, wake))
         submitted = parse_rfc3339(self.status.get(STATUS_SUBMIT_TIME, "")) or datetime.now(UTC)
         stop_reason = ""
@@ -340,8 +341,8 @@ class JobRunner:
             status[STATUS_REASON] = REASON_STOPPED
         # The terminal state first: the resource shows it without waiting for the upload.
         await self._write({**status, STATUS_MESSAGE: message})
-        # Let the log stream print its last lines into the Pod's log.
-        await asyncio.wait({tail}, timeout=3)
+        if self.echo_logs:  # let the log stream print its last lines into the Pod's log
+            await asyncio.wait({tail}, timeout=3)
         ok = status[STATUS_JOB] == SUCCEEDED
         if config.upload_bucket:
             try:
