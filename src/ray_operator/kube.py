@@ -8,6 +8,7 @@ counting live in one place.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,6 +49,7 @@ CONFIGMAP: Final = Kind("v1", "configmaps", "ConfigMap")
 SECRET: Final = Kind("v1", "secrets", "Secret")
 EVENT: Final = Kind("v1", "events", "Event")
 NAMESPACE: Final = Kind("v1", "namespaces", "Namespace", namespaced=False)
+NODE: Final = Kind("v1", "nodes", "Node", namespaced=False)
 SERVICE_ACCOUNT: Final = Kind("v1", "serviceaccounts", "ServiceAccount")
 ROLE: Final = Kind("rbac.authorization.k8s.io/v1", "roles", "Role")
 ROLE_BINDING: Final = Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
@@ -100,7 +102,10 @@ class Kube:
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
         """Connect with a kubeconfig file, or in-cluster with the pod's service account."""
-        api = await kr8s.asyncio.api(kubeconfig=kubeconfig) if kubeconfig else await kr8s.asyncio.api()
+        with warnings.catch_warnings():
+            # kr8s warns about apiservers older than it knows; the project tests against 1.20.
+            warnings.filterwarnings("ignore", message="Kubernetes version", category=UserWarning)
+            api = await (kr8s.asyncio.api(kubeconfig=kubeconfig) if kubeconfig else kr8s.asyncio.api())
         return cls(api)
 
     async def request(

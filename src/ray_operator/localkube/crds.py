@@ -16,7 +16,7 @@ async def install_crds(kube: Kube, crds: list[Obj], timeout: float = 30.0) -> No
         name = crd["metadata"]["name"]
         while True:
             current = await kube.get(CRD, name)
-            conditions = current.get("status", {}).get("conditions", [])
+            conditions = (current.get("status") or {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 break
             if asyncio.get_running_loop().time() > deadline:

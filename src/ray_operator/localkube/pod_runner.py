@@ -23,6 +23,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,13 +33,14 @@ from typing import Any
 import httpx
 
 from ray_operator.api.constants import LABEL_CLUSTER
-from ray_operator.kube import CONFIGMAP, ENDPOINTS, POD, SECRET, Kube, KubeError
+from ray_operator.kube import CONFIGMAP, ENDPOINTS, NODE, POD, SECRET, SERVICE, Kube, KubeError
 from ray_operator.localkube.pod_env import container_argv, container_env
 from ray_operator.localkube.pod_network import PodNetwork
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PodKey = tuple[str, str]
+NODE_NAME = "ray-operator-local"
 
 
 def _now() -> str:
@@ -75,16 +77,19 @@ class PodRunner:
         self.namespace = namespace
         self.run_containers = run_containers
         self.label_selector = label_selector
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pods-"))
+        # Not under /tmp: each pod gets a private /tmp mounted over it.
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ray-operator-pods-", dir="/var/tmp"))
         self.pods: dict[PodKey, LocalPod] = {}
         self.network = PodNetwork() if run_containers else None
-        self._addresses = (f"127.{a}.{b}.{c}" for a, b, c in itertools.product(
-            range(1, 255), range(256), range(2, 255)))
+        # Status-only pods get addresses nobody serves (nothing is sent to them); Endpoints
+        # refuse loopback addresses, so these are not 127.x.
+        self._addresses = (f"10.251.{b}.{c}" for b, c in itertools.product(range(256), range(2, 255)))
         self._tasks: list[asyncio.Task[None]] = []
         self._hosts_cache: dict[Path, str] = {}
 
     async def start(self) -> PodRunner:
-        """Begin watching pods."""
+        """Register the node and begin watching pods."""
+        await self._register_node()
         if self.network is not None:
             await asyncio.to_thread(self.network.up)
         self._tasks.append(asyncio.create_task(self._watch_forever()))
@@ -104,6 +109,26 @@ class PodRunner:
             await self._end_pod(key)
         if self.network is not None:
             await asyncio.to_thread(self.network.down)
+
+    async def _register_node(self) -> None:
+        # Endpoints need a node name on each address, and a bound pod is only deleted once its
+        # node confirms: the runner registers a node and plays that part.
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
+        }
+        with contextlib.suppress(KubeError):
+            await self.kube.create(NODE, node)
+        cpus = str(os.cpu_count() or 1)
+        status = {
+            "capacity": {"cpu": cpus, "memory": "24Gi", "pods": "1000"},
+            "allocatable": {"cpu": cpus, "memory": "24Gi", "pods": "1000"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "lastHeartbeatTime": _now(), "lastTransitionTime": _now()}],
+            "addresses": [{"type": "Hostname", "address": NODE_NAME}],
+        }
+        await self.kube.patch(NODE, NODE_NAME, {"status": status}, subresource="status")
 
     # --- watching ---------------------------------------------------------------------------
     async def _watch_forever(self) -> None:
@@ -132,6 +157,13 @@ class PodRunner:
         if kind == "DELETED" or meta.get("deletionTimestamp"):
             if known is not None:
                 await self._end_pod(key)
+            if kind != "DELETED" and pod["spec"].get("nodeName") == NODE_NAME:
+                # The kubelet's last word: the containers are gone, the pod can go.
+                with contextlib.suppress(KubeError):
+                    await self.kube.request(
+                        "DELETE", POD.path(key[0], key[1]),
+                        {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
+                    )
             return
         if known is not None and known.uid != meta["uid"]:
             await self._end_pod(key)
@@ -144,6 +176,8 @@ class PodRunner:
     # --- one pod ----------------------------------------------------------------------------
     async def _run_pod(self, local: LocalPod, pod: Obj) -> None:
         try:
+            if not pod["spec"].get("nodeName"):
+                await self._bind(local)
             if not self.run_containers:
                 local.ip = next(self._addresses)
                 await self._write_status(local, pod, ready=True)
@@ -163,6 +197,7 @@ class PodRunner:
 
     async def _supervise(self, local: LocalPod, pod: Obj) -> None:
         data = await self._referenced_data(pod)
+        await self._wait_for_service_addresses(local.key[0])
         containers = pod["spec"]["containers"]
         backoff: dict[str, float] = {}
         while True:
@@ -197,9 +232,10 @@ class PodRunner:
         env = container_env(pod, container, local.ip, lambda kind, name: data.get((kind, name)))
         argv = container_argv(container, env)
         hosts = local.workdir / "hosts"
-        # Keep this machine's PATH so `ray` and `python` resolve to the active virtualenv.
+        # This interpreter's bin first, so `ray` and `python` resolve to the project's virtualenv.
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         full_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": path,
             "HOME": str(local.workdir),
             "HOSTNAME": local.key[1],
             **env,
@@ -284,14 +320,26 @@ class PodRunner:
                 await self._refresh_hosts()
             await asyncio.sleep(1)
 
+    async def _wait_for_service_addresses(self, namespace: str, timeout: float = 30.0) -> None:
+        # In a cluster a Service name resolves (to its ClusterIP) as soon as the Service exists;
+        # here it resolves once a pod backs it. Waiting for that keeps a worker from caching a
+        # failed lookup of the head's name.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            endpoints = await self.kube.list(ENDPOINTS, namespace)
+            services = {s["metadata"]["name"] for s in await self.kube.list(SERVICE, namespace)}
+            backed = {e["metadata"]["name"] for e in endpoints if _endpoint_addresses(e)}
+            if services <= backed | {"kubernetes"}:
+                await self._refresh_hosts()
+                return
+            await asyncio.sleep(0.5)
+
     async def _refresh_hosts(self) -> None:
         namespaces = {p.key[0] for p in self.pods.values() if p.workdir is not None}
         entries: dict[str, list[str]] = {}
         for ns in namespaces:
             for ep in await self.kube.list(ENDPOINTS, ns):
-                addresses = [
-                    a["ip"] for subset in ep.get("subsets") or [] for a in subset.get("addresses") or []
-                ]
+                addresses = _endpoint_addresses(ep)
                 if addresses:
                     name = ep["metadata"]["name"]
                     entries.setdefault(ns, []).append(
@@ -312,6 +360,16 @@ class PodRunner:
                     f.write(text)
                     f.truncate()
                 self._hosts_cache[path] = text
+
+    async def _bind(self, local: LocalPod) -> None:
+        """Schedule the pod onto the local node (there is no scheduler)."""
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": local.key[1]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+        }
+        await self.kube.request("POST", POD.path(local.key[0], local.key[1]) + "/binding", binding)
 
     # --- status -----------------------------------------------------------------------------
     async def _write_status(self, local: LocalPod, pod: Obj, ready: bool) -> None:
@@ -375,6 +433,14 @@ class PodRunner:
         """What a container printed so far (process mode)."""
         path = self.workdir / f"{namespace}_{pod}" / f"{container}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _endpoint_addresses(endpoints: Obj) -> list[str]:
+    """Ready addresses first, then those not ready yet (a name should resolve to a started pod)."""
+    subsets = endpoints.get("subsets") or []
+    ready = [a["ip"] for s in subsets for a in s.get("addresses") or []]
+    waiting = [a["ip"] for s in subsets for a in s.get("notReadyAddresses") or []]
+    return ready + waiting
 
 
 def _terminate(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
