@@ -70,10 +70,10 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rays/status"]
   verbs: ["get", "patch"]
-# RayJob: watched and reconciled; RayPipelines create and delete them.
+# RayJob: watched and reconciled; RayPipelines create them, and patch spec.kill at a deadline.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs/status"]
   verbs: ["get", "patch"]
@@ -83,6 +83,11 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["raypipelines/status"]
   verbs: ["get", "patch"]
+# A pipeline's RayJobs and Ray name it as owner with blockOwnerDeletion, which clusters with
+# OwnerReferencesPermissionEnforcement allow only to who may update the owner's finalizers.
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["raypipelines/finalizers"]
+  verbs: ["update"]
 # Children of a Ray: head and worker Deployments, head Service (drift is repaired in place).
 - apiGroups: ["apps"]
   resources: ["deployments"]

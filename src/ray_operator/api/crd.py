@@ -143,6 +143,7 @@ def ray_crd() -> Schema:
 
 def all_crds() -> list[Schema]:
     """Every CRD of the project, in install order."""
+    from ray_operator.api.pipeline import raypipeline_crd
     from ray_operator.api.rayjob import rayjob_crd
 
-    return [ray_crd(), rayjob_crd()]
+    return [ray_crd(), rayjob_crd(), raypipeline_crd()]

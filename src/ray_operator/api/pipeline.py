@@ -326,3 +326,33 @@ def resolve_script(step: PipelineStep, base_dir: Path | None) -> str | None:
             [f"steps[{step.name}].script: {step.script!r} cannot be read ({exc.strerror}); "
              "give a file path relative to the pipeline file, s3://bucket/key or bucket:key"],
         ) from None
+
+
+def raypipeline_crd() -> dict[str, Any]:
+    """The CRD of the ``RayPipeline`` resource."""
+    from ray_operator.api.crd import crd
+
+    definition = crd(
+        kind=KIND,
+        plural="raypipelines",
+        short_names=["rpl"],
+        spec_model=PipelineSpec,
+        status_model=PipelineStatus,
+        printer_columns=[
+            {"name": "Cluster", "type": "string", "jsonPath": ".status.rayCluster"},
+            {"name": "Step", "type": "string", "jsonPath": ".status.currentStep"},
+            {"name": "State", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+    # Parameters may be written as numbers or booleans (`epochs: 8`): the apiserver keeps them
+    # as given and the model turns them into text, as it does for a pipeline file.
+    schema = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    step = schema["properties"]["spec"]["properties"]["steps"]["items"]
+    step["properties"]["parameters"] = {
+        "type": "object",
+        "description": step["properties"]["parameters"].get("description", ""),
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return definition
