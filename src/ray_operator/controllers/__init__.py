@@ -1,5 +1,5 @@
 """Thin kopf controllers: importing this package registers every handler of the operator."""
 
-from ray_operator.controllers import login, ray, raypipeline
+from ray_operator.controllers import login, ray, rayjob, raypipeline
 
-__all__ = ["login", "ray", "raypipeline"]
+__all__ = ["login", "ray", "rayjob", "raypipeline"]

@@ -1,0 +1,396 @@
+"""Level-triggered reconcile of ``RayJob`` resources.
+
+Watch events fill the caches (RayJobs, Rays, and the children labelled with their RayJob); one
+``reconcile()`` per key compares them with what should exist, creates what is missing while the
+job has not ended, passes ``spec.kill`` to the runner, and mirrors the runner's ConfigMap into the
+status. A steady job costs no API request: reads come from the caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ray_operator.api.constants import REASON_CREATED, REASON_FAILED_CREATE, REASON_INVALID_SPEC
+from ray_operator.api.rayjob import RayJobSpec
+from ray_operator.builders.rayjob import (
+    LABEL_RAYJOB,
+    build_configmap,
+    build_role,
+    build_role_binding,
+    build_runner_pod,
+    build_service_account,
+    child_name,
+)
+from ray_operator.builders.rayjob_status import (
+    MIRRORED,
+    check_spec,
+    compute_rayjob_status,
+    is_terminal,
+    job_address,
+    ray_not_ready,
+    status_patch,
+)
+from ray_operator.controllers.events import post_event
+from ray_operator.controllers.workqueue import WorkQueue
+from ray_operator.jobs.config import KEY_ADDRESS, KEY_ID, KEY_KILL, STATUS_JOB
+from ray_operator.jobs.ray_api import (
+    TERMINAL_STATES,
+    RayApiError,
+    RayJobNotFoundError,
+    RayJobsClient,
+    RayUnreachableError,
+)
+from ray_operator.jobs.status_store import new_submission_id
+from ray_operator.kube import (
+    CONFIGMAP,
+    POD,
+    RAYJOB,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE_ACCOUNT,
+    Kind,
+    Kube,
+    KubeError,
+)
+from ray_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name)
+ChildKey = tuple[str, str, str]  # (kind, namespace, name)
+
+FINALIZER: Final = "ray.kubeflow.org/stop-job"
+REASON_WAITING: Final = "WaitingForCluster"
+REASON_RUNNER_ENDED: Final = "RunnerEnded"
+REASON_STOPPED: Final = "StoppedJob"
+REASON_FAILED_STOP: Final = "FailedStop"
+# How long a deleted RayJob waits for its Ray job to be stopped before letting go anyway
+# (a lost cluster must not block the deletion forever), and the timeout of each stop request.
+STOP_GRACE_SECONDS: Final = 30.0
+STOP_REQUEST_TIMEOUT: Final = 5.0
+STOP_RETRY_SECONDS: Final = 2.0
+
+# Created in this order: the Pod last, once its identity and its ConfigMap exist.
+CHILD_KINDS: Final[dict[str, Kind]] = {
+    "ServiceAccount": SERVICE_ACCOUNT,
+    "Role": ROLE,
+    "RoleBinding": ROLE_BINDING,
+    "ConfigMap": CONFIGMAP,
+    "Pod": POD,
+}
+
+
+@dataclass
+class RayJobReconciler:
+    """Holds the watch caches and reconciles one ``RayJob`` at a time per key."""
+
+    kube: Kube
+    settings: Settings
+    jobs: dict[Key, Obj] = field(default_factory=dict)
+    rays: dict[Key, Obj] = field(default_factory=dict)
+    children: dict[ChildKey, Obj] = field(default_factory=dict)
+    # (key, generation, message) already reported, so the resync does not repeat warnings.
+    reported: set[tuple[Key, int, str]] = field(default_factory=set)
+    queue: WorkQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(self._reconcile_key)
+
+    # --- watch feed -------------------------------------------------------------------------
+    def on_job_event(self, event_type: str | None, body: Obj) -> None:
+        """A RayJob changed (or was listed)."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.jobs.pop(key, None)
+            self.reported = {r for r in self.reported if r[0] != key}
+            return
+        self.jobs[key] = body
+        self.queue.trigger(key)
+
+    def on_ray_event(self, event_type: str | None, body: Obj) -> None:
+        """A Ray changed: the jobs waiting for it may start."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if event_type == "DELETED":
+            self.rays.pop((ns, name), None)
+        else:
+            self.rays[(ns, name)] = body
+        for key, job in list(self.jobs.items()):
+            if key[0] == ns and (job.get("spec") or {}).get("cluster") == name:
+                self.queue.trigger(key)
+
+    def on_child_event(self, event_type: str | None, body: Obj) -> None:
+        """A child changed: mirror its status, or recreate it when it went away."""
+        meta = body["metadata"]
+        ckey = (body["kind"], meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.children.pop(ckey, None)
+        else:
+            self.children[ckey] = body
+        job = (meta.get("labels") or {}).get(LABEL_RAYJOB)
+        if job and (meta["namespace"], job) in self.jobs:
+            self.queue.trigger((meta["namespace"], job))
+
+    def resync(self) -> None:
+        """Reconcile every known RayJob from the caches (the periodic safety net)."""
+        for key in list(self.jobs):
+            self.queue.trigger(key)
+
+    def _later(self, key: Key, seconds: float) -> None:
+        asyncio.get_running_loop().call_later(seconds, self.queue.trigger, key)
+
+    # --- reconcile --------------------------------------------------------------------------
+    async def _reconcile_key(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        body = self.jobs.get(key)
+        if body is None:
+            return
+        if body["metadata"].get("deletionTimestamp"):
+            await self.finalize(body)
+        else:
+            await self.reconcile(body)
+
+    def _child(self, kind: str, ns: str, job: str) -> Obj | None:
+        return self.children.get((kind, ns, child_name(job)))
+
+    async def reconcile(self, body: Obj) -> None:
+        """Create what is missing, pass on ``spec.kill``, and mirror the runner's status."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        previous: Obj = body.get("status") or {}
+        configmap = self._child("ConfigMap", ns, name)
+        data: dict[str, str] | None = (
+            dict(configmap.get("data") or {}) if configmap is not None else None
+        )
+        checked = check_spec(body.get("spec"))
+        if checked.spec is None:
+            assert checked.error is not None
+            await self._report_once(body, "Warning", REASON_INVALID_SPEC, checked.error)
+            await self._write_status(body, compute_rayjob_status(
+                previous, data, note=checked.error, note_reason=REASON_INVALID_SPEC
+            ))
+            return
+        spec = checked.spec
+        mirrored = compute_rayjob_status(previous, data)
+        if is_terminal(mirrored):
+            # Ended: nothing to recreate, nothing left to stop on deletion.
+            await self._write_status(body, mirrored)
+            await self._remove_finalizer(body)
+            return
+        if configmap is None and spec.cluster:
+            waiting = ray_not_ready(self.rays.get((ns, spec.cluster)), spec.cluster, ns)
+            if waiting:
+                await self._report_once(body, "Normal", REASON_WAITING, waiting)
+                await self._write_status(body, compute_rayjob_status(
+                    previous, data, note=waiting, note_reason=REASON_WAITING
+                ))
+                return
+        if configmap is None and spec.kill and not previous.get("submitTime"):
+            await self._write_status(body, {
+                **previous, "jobStatus": "STOPPED", "reason": "Stopped",
+                "message": "spec.kill was set before the job was submitted",
+            })
+            return
+        body = await self._add_finalizer(body)
+        # The submission id is chosen and stored in the status before anything can submit it:
+        # a ConfigMap recreated after a loss carries the same id, so Ray never runs the job twice.
+        submission_id = (data or {}).get(KEY_ID) or previous.get("submissionId")
+        if not submission_id:
+            submission_id = new_submission_id(name)
+            body = await self._write_status(body, {**previous, "submissionId": submission_id})
+        failure = await self._ensure_children(body, spec, submission_id)
+        configmap = self._child("ConfigMap", ns, name)
+        data = dict(configmap.get("data") or {}) if configmap is not None else None
+        if spec.kill and data is not None and data.get(KEY_KILL) != "true":
+            data = await self._set_kill(ns, name) or data
+        note, reason = failure or self._runner_problem(ns, name, data)
+        await self._write_status(body, compute_rayjob_status(
+            body.get("status"), data, submission_id, note=note, note_reason=reason
+        ))
+
+    def _runner_problem(
+        self, ns: str, name: str, data: dict[str, str] | None
+    ) -> tuple[str | None, str | None]:
+        """A runner Pod that ended while the job had not: say so (the Pod is kept for its log)."""
+        pod = self._child("Pod", ns, name)
+        phase = ((pod or {}).get("status") or {}).get("phase")
+        if pod is None or phase not in ("Failed", "Succeeded"):
+            return None, None
+        if (data or {}).get(STATUS_JOB) in TERMINAL_STATES:
+            return None, None
+        return (
+            f"the runner pod {child_name(name)} ended (phase {phase}) before the job did; "
+            "delete the pod to start a runner that resumes the same submission",
+            REASON_RUNNER_ENDED,
+        )
+
+    def _desired_children(self, body: Obj, spec: RayJobSpec, submission_id: str) -> list[Obj]:
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        configmap = build_configmap(name, uid, spec, job_address(spec, ns))
+        configmap["data"][KEY_ID] = submission_id
+        # A lost ConfigMap comes back with the state already mirrored (its submit time above
+        # all): the new runner resumes following the job instead of submitting it again.
+        status = body.get("status") or {}
+        for cm_key, status_field in MIRRORED.items():
+            if status.get(status_field) and cm_key != KEY_ID:
+                configmap["data"][cm_key] = str(status[status_field])
+        return [
+            build_service_account(name, uid),
+            build_role(name, uid),
+            build_role_binding(name, uid, ns),
+            configmap,
+            build_runner_pod(name, uid, spec, self.settings.runner_image),
+        ]
+
+    async def _ensure_children(
+        self, body: Obj, spec: RayJobSpec, submission_id: str
+    ) -> tuple[str, str] | None:
+        """Create each missing child; returns (message, reason) of the first failure."""
+        ns = body["metadata"]["namespace"]
+        for desired in self._desired_children(body, spec, submission_id):
+            kind_name = desired["kind"]
+            child = desired["metadata"]["name"]
+            ckey: ChildKey = (kind_name, ns, child)
+            if ckey in self.children:
+                continue
+            kind = CHILD_KINDS[kind_name]
+            try:
+                self.children[ckey] = await self.kube.create(kind, desired, ns)
+            except KubeError as exc:
+                if exc.conflict:
+                    # Created already (our cache lags behind the watch): take what exists.
+                    self.children[ckey] = await self.kube.get(kind, child, ns)
+                    continue
+                message = f"Failed to create the {kind_name.lower()} {child}: {exc.message}"
+                await post_event(self.kube, body, "Warning", REASON_FAILED_CREATE, message)
+                return message, REASON_FAILED_CREATE
+            await post_event(
+                self.kube, body, "Normal", REASON_CREATED,
+                f"Successfully create the {kind_name.lower()} {child}",
+            )
+        return None
+
+    async def _set_kill(self, ns: str, name: str) -> dict[str, str] | None:
+        """Tell the runner to stop the job (it watches its ConfigMap's ``kill`` key)."""
+        try:
+            updated = await self.kube.patch(
+                CONFIGMAP, child_name(name), {"data": {KEY_KILL: "true"}}, ns
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        self.children[("ConfigMap", ns, child_name(name))] = updated
+        return dict(updated.get("data") or {})
+
+    async def _write_status(self, body: Obj, status: Obj) -> Obj:
+        """Patch the status when it differs; returns the RayJob as now known."""
+        meta = body["metadata"]
+        patch = status_patch(body.get("status"), status)
+        if patch is None:
+            return body
+        try:
+            updated = await self.kube.patch(
+                RAYJOB, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return body
+            raise
+        self.jobs[(meta["namespace"], meta["name"])] = updated
+        return updated
+
+    async def _report_once(self, body: Obj, kind: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        mark = ((meta["namespace"], meta["name"]), int(meta.get("generation", 0)), message)
+        if mark in self.reported:
+            return
+        self.reported.add(mark)
+        await post_event(self.kube, body, kind, reason, message)
+
+    # --- finalizer --------------------------------------------------------------------------
+    async def _set_finalizers(self, body: Obj, finalizers: list[str]) -> Obj:
+        meta = body["metadata"]
+        # resourceVersion makes this a compare-and-set: another writer's finalizers are kept.
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        try:
+            updated = await self.kube.patch(RAYJOB, meta["name"], patch, meta["namespace"])
+        except KubeError as exc:
+            if exc.not_found:
+                return body
+            raise  # a conflict: the work queue retries with the newer version from the watch
+        self.jobs[(meta["namespace"], meta["name"])] = updated
+        return updated
+
+    async def _add_finalizer(self, body: Obj) -> Obj:
+        finalizers = list(body["metadata"].get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return body
+        return await self._set_finalizers(body, [*finalizers, FINALIZER])
+
+    async def _remove_finalizer(self, body: Obj) -> None:
+        finalizers = list(body["metadata"].get("finalizers") or [])
+        if FINALIZER in finalizers:
+            await self._set_finalizers(body, [f for f in finalizers if f != FINALIZER])
+
+    async def finalize(self, body: Obj) -> None:
+        """A deleted RayJob: stop its Ray job if it still runs, then let the deletion proceed."""
+        meta = body["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        configmap = self._child("ConfigMap", ns, name)
+        data = dict(configmap.get("data") or {}) if configmap is not None else None
+        status = compute_rayjob_status(body.get("status"), data)
+        submission_id = status.get("submissionId")
+        checked = check_spec(body.get("spec"))
+        # Where the job was sent: the ConfigMap says it even if the spec was edited since.
+        address = (data or {}).get(KEY_ADDRESS) or (
+            job_address(checked.spec, ns) if checked.spec is not None else ""
+        )
+        if submission_id and address and not is_terminal(status):
+            if data is not None and data.get(KEY_KILL) != "true":
+                await self._set_kill(ns, name)  # the runner stops it too, with its own token
+            error = await self._stop(address, submission_id)
+            if error is not None:
+                waited = _seconds_since(meta["deletionTimestamp"])
+                if waited < STOP_GRACE_SECONDS:
+                    log.info("RayJob %s/%s: %s; retrying", ns, name, error)
+                    self._later((ns, name), STOP_RETRY_SECONDS)
+                    return
+                await post_event(
+                    self.kube, body, "Warning", REASON_FAILED_STOP,
+                    f"could not stop Ray job {submission_id} at {address} within "
+                    f"{STOP_GRACE_SECONDS:g}s ({error}); deleting the RayJob anyway",
+                )
+            else:
+                await post_event(
+                    self.kube, body, "Normal", REASON_STOPPED,
+                    f"stopped Ray job {submission_id} at {address} before deleting the RayJob",
+                )
+        await self._remove_finalizer(body)
+
+    async def _stop(self, address: str, submission_id: str) -> str | None:
+        """Stop one Ray job; None when stopped, already ended or never submitted, else why not."""
+        try:
+            async with RayJobsClient(address, timeout=STOP_REQUEST_TIMEOUT) as client:
+                await client.stop(submission_id)
+        except RayJobNotFoundError:
+            return None  # never submitted: the runner goes with its Pod
+        except (RayApiError, RayUnreachableError) as exc:
+            return str(exc)
+        return None
+
+
+def _seconds_since(timestamp: str) -> float:
+    try:
+        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - moment.timestamp())

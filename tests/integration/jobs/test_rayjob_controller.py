@@ -1,0 +1,325 @@
+"""The RayJob controller end to end: the operator process on the real apiserver, a real Ray head,
+S3 on moto, and the runner Pod run as a local process with the Pod's env and ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ray_operator.jobs.ray_api import JobInfo, RayJobsClient
+from ray_operator.kube import (
+    CONFIGMAP,
+    EVENT,
+    POD,
+    RAY,
+    RAYJOB,
+    ROLE,
+    SECRET,
+    Kube,
+    KubeError,
+)
+from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.pod_runner import PodRunner
+from tests.fixtures.ray_head import RayHead
+from tests.fixtures.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
+from tests.operator_process import OperatorProcess
+from tests.runner_pod import finish, run_pod, start_pod
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[3]
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+FINALIZER = "ray.kubeflow.org/stop-job"
+
+PRINT_KWARGS = """
+import argparse, json
+class ParseKwargs(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, dict())
+        for value in values:
+            key, value = value.split('=', 1)
+            getattr(namespace, self.dest)[key] = value
+parser = argparse.ArgumentParser()
+parser.add_argument('-k', '--kwargs', nargs='*', action=ParseKwargs)
+args = parser.parse_args()
+print("GREETING=" + args.kwargs["greeting"])
+print("COUNT=" + args.kwargs["count"])
+"""
+SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
+
+
+def rayjob(name: str, spec: Obj) -> Obj:
+    return {"apiVersion": "ray.kubeflow.org/v1", "kind": "RayJob", "metadata": {"name": name},
+            "spec": spec}
+
+
+async def eventually(
+    what: str, probe: Callable[[], Awaitable[T | None]], timeout: float = 60,
+    operator: OperatorProcess | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something; fail naming ``what`` (and the operator's log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await probe()
+        if result is not None:
+            return result
+        await asyncio.sleep(0.3)
+    log = f"\noperator log:\n{operator.logs()[-5000:]}" if operator else ""
+    raise AssertionError(f"not seen within {timeout}s: {what}{log}")
+
+
+async def get_or_none(kube: Kube, kind: Any, name: str, ns: str) -> Obj | None:
+    return await kube.get_or_none(kind, name, ns)
+
+
+async def job_status(kube: Kube, name: str, ns: str) -> Obj:
+    return (await kube.get(RAYJOB, name, ns)).get("status") or {}
+
+
+async def status_where(
+    kube: Kube, name: str, ns: str, check: Callable[[Obj], bool], what: str,
+    operator: OperatorProcess, timeout: float = 60,
+) -> Obj:
+    async def probe() -> Obj | None:
+        status = await job_status(kube, name, ns)
+        return status if check(status) else None
+
+    try:
+        return await eventually(what, probe, timeout, operator)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {await job_status(kube, name, ns)}") from None
+
+
+async def runner_pod(kube: Kube, name: str, ns: str, operator: OperatorProcess) -> Obj:
+    return await eventually(
+        f"runner pod {name}-rayjob", lambda: get_or_none(kube, POD, f"{name}-rayjob", ns),
+        operator=operator,
+    )
+
+
+async def ray_jobs(address: str, job_name: str) -> list[JobInfo]:
+    async with RayJobsClient(address) as client:
+        return [j for j in await client.list() if j.metadata.get("job-name") == job_name]
+
+
+async def events_of(kube: Kube, name: str, ns: str) -> list[Obj]:
+    return [e for e in await kube.list(EVENT, ns) if e["involvedObject"]["name"] == name]
+
+
+async def s3_secret(kube: Kube, ns: str) -> str:
+    await kube.create(SECRET, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+    }, ns)
+    return "s3-creds"
+
+
+async def test_rayjob_runs_on_ray_and_reports_status_and_logs(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, ray_head: RayHead, s3: Any, s3_server: str,
+    tmp_path: Path,
+) -> None:
+    secret = await s3_secret(kube, namespace)
+    greeting = "hello, 'world' = Zürich"
+    await kube.create(RAYJOB, rayjob("hello", {
+        "address": ray_head.address,
+        "script": PRINT_KWARGS,
+        "parameters": {"greeting": greeting, "count": "3"},
+        "s3": {"endpoint": s3_server, "secure": False, "secretName": secret},
+        "uploadBucket": BUCKET,
+        "updateInterval": 0.5,
+    }), namespace)
+
+    pod = await runner_pod(kube, "hello", namespace, running_operator)
+    configmap = await kube.get(CONFIGMAP, "hello-rayjob", namespace)
+    assert configmap["data"]["resourceURL"] == ray_head.address
+    # The id is chosen and shown before anything runs: the runner submits under it.
+    waiting = await job_status(kube, "hello", namespace)
+    assert waiting["submissionId"] == configmap["data"]["id"]
+    for child in (pod, configmap, await kube.get(ROLE, "hello-rayjob", namespace)):
+        assert child["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+    assert "ray.kubeflow.org/cluster" not in pod["metadata"].get("labels", {})
+
+    result = await run_pod(kube, control_plane, pod, tmp_path)
+    assert result.returncode == 0, result.output
+
+    status = await status_where(
+        kube, "hello", namespace, lambda s: s.get("jobStatus") == "SUCCEEDED"
+        and bool(s.get("logsURL")), "RayJob hello SUCCEEDED with its logs URL", running_operator,
+    )
+    (job,) = await ray_jobs(ray_head.address, "hello")
+    assert job.status == "SUCCEEDED"
+    assert status["submissionId"] == job.submission_id == waiting["submissionId"]
+    for field in ("submitTime", "startTime", "endTime"):
+        assert RFC3339.match(status[field]), (field, status)
+    assert status["logsURL"] == f"s3://{BUCKET}/hello/logs"
+    assert status["logsURL"] in status["message"]
+    log = s3.get_object(Bucket=BUCKET, Key="hello/logs")["Body"].read().decode()
+    assert f"GREETING={greeting}" in log and "COUNT=3" in log
+
+    reasons = {(e["reason"], e["message"]) for e in await events_of(kube, "hello", namespace)}
+    for kind in ("serviceaccount", "role", "rolebinding", "configmap", "pod"):
+        assert ("SuccessfullyCreate", f"Successfully create the {kind} hello-rayjob") in reasons
+    # Ended: the finalizer is gone, so deleting it does not wait for the operator.
+    assert FINALIZER not in (await kube.get(RAYJOB, "hello", namespace))["metadata"].get(
+        "finalizers", []
+    )
+
+
+async def test_spec_kill_stops_the_job(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, ray_head: RayHead, tmp_path: Path,
+) -> None:
+    await kube.create(RAYJOB, rayjob("sleepy", {
+        "address": ray_head.address, "script": SLEEPER, "updateInterval": 0.5,
+    }), namespace)
+    pod = await runner_pod(kube, "sleepy", namespace, running_operator)
+    proc = await start_pod(kube, control_plane, pod, tmp_path)
+    try:
+        await status_where(kube, "sleepy", namespace, lambda s: s.get("jobStatus") == "RUNNING",
+                           "RayJob sleepy RUNNING", running_operator)
+        await kube.patch(RAYJOB, "sleepy", {"spec": {"kill": True}}, namespace)
+        result = await finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result.returncode == 1, result.output
+    status = await status_where(kube, "sleepy", namespace, lambda s: s.get("jobStatus") == "STOPPED",
+                                "RayJob sleepy STOPPED", running_operator)
+    assert status["reason"] == "Stopped"
+    (job,) = await ray_jobs(ray_head.address, "sleepy")
+    assert job.status == "STOPPED"
+
+
+async def test_deleting_a_running_rayjob_stops_its_ray_job(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, ray_head: RayHead, tmp_path: Path,
+) -> None:
+    await kube.create(RAYJOB, rayjob("doomed", {
+        "address": ray_head.address, "script": SLEEPER, "updateInterval": 0.5,
+    }), namespace)
+    pod = await runner_pod(kube, "doomed", namespace, running_operator)
+    proc = await start_pod(kube, control_plane, pod, tmp_path)
+    await status_where(kube, "doomed", namespace, lambda s: s.get("jobStatus") == "RUNNING",
+                       "RayJob doomed RUNNING", running_operator)
+    # The runner is gone (as with a lost node): only the operator can stop the job now.
+    proc.kill()
+    proc.wait()
+    assert FINALIZER in (await kube.get(RAYJOB, "doomed", namespace))["metadata"]["finalizers"]
+    await kube.delete(RAYJOB, "doomed", namespace)
+
+    async def gone() -> bool | None:
+        return True if await get_or_none(kube, RAYJOB, "doomed", namespace) is None else None
+
+    await eventually("RayJob doomed deleted (finalizer removed)", gone, 45, running_operator)
+
+    async def stopped() -> JobInfo | None:
+        (job,) = await ray_jobs(ray_head.address, "doomed")
+        return job if job.status == "STOPPED" else None
+
+    await eventually("the Ray job of doomed STOPPED", stopped, 30)
+
+
+async def test_rayjob_waits_for_its_ray_to_be_healthy(
+    kube: Kube, namespace: str, running_operator: OperatorProcess, pod_runner: PodRunner,
+) -> None:
+    # Two heads is an invalid Ray: it stays unhealthy however the pods fare.
+    await kube.create(RAY, {
+        "apiVersion": "ray.kubeflow.org/v1", "kind": "Ray", "metadata": {"name": "sick"},
+        "spec": {"head": {"replicas": 2}, "worker": {"replicas": 1}},
+    }, namespace)
+    await kube.create(RAYJOB, rayjob("patient", {"cluster": "sick", "script": "print(1)"}),
+                      namespace)
+    status = await status_where(
+        kube, "patient", namespace, lambda s: "to be Healthy" in (s.get("message") or ""),
+        "RayJob patient waiting for Ray sick", running_operator,
+    )
+    assert status["message"].startswith("waiting for Ray 'sick' (spec.cluster) to be Healthy: "
+                                        "status.health='False'"), status
+    assert status["reason"] == "WaitingForCluster"
+    await asyncio.sleep(2)  # a few reconciles later: still no runner
+    assert await get_or_none(kube, POD, "patient-rayjob", namespace) is None
+    assert await get_or_none(kube, CONFIGMAP, "patient-rayjob", namespace) is None
+
+    # Fixed and healthy (the pod runner readies its pods): the job goes ahead.
+    await kube.patch(RAY, "sick", {"spec": {"head": {"replicas": 1}}}, namespace)
+    await runner_pod(kube, "patient", namespace, running_operator)
+    configmap = await kube.get(CONFIGMAP, "patient-rayjob", namespace)
+    assert configmap["data"]["resourceURL"] == f"http://sick-head.{namespace}.svc:8265"
+    await status_where(kube, "patient", namespace, lambda s: "message" not in s,
+                       "RayJob patient no longer waiting", running_operator)
+
+
+async def test_invalid_rayjob_is_reported_and_others_proceed(
+    kube: Kube, namespace: str, running_operator: OperatorProcess, ray_head: RayHead,
+) -> None:
+    await kube.create(RAYJOB, rayjob("both", {
+        "cluster": "c", "address": ray_head.address, "script": "print(1)",
+    }), namespace)
+    await kube.create(RAYJOB, rayjob("bad-url", {"address": "head:8265", "script": "print(1)"}),
+                      namespace)
+    await kube.create(RAYJOB, rayjob("fine", {"address": ray_head.address, "script": "print(1)"}),
+                      namespace)
+    await runner_pod(kube, "fine", namespace, running_operator)
+
+    both = await status_where(kube, "both", namespace, lambda s: bool(s.get("message")),
+                              "RayJob both reported", running_operator)
+    assert both["message"] == (
+        f"spec.cluster='c', spec.address='{ray_head.address}': set exactly one "
+        "(a Ray name in this namespace, or a job API URL)"
+    )
+    assert both["reason"] == "InvalidSpec"
+    bad = await status_where(kube, "bad-url", namespace, lambda s: bool(s.get("message")),
+                             "RayJob bad-url reported", running_operator)
+    assert bad["message"].startswith("spec.address='head:8265': use an http:// or https:// URL")
+    for name, status in (("both", both), ("bad-url", bad)):
+        warnings = [e for e in await events_of(kube, name, namespace) if e["type"] == "Warning"]
+        assert [(e["reason"], e["message"]) for e in warnings] == [
+            ("InvalidSpec", status["message"])
+        ]
+        assert await get_or_none(kube, POD, f"{name}-rayjob", namespace) is None
+
+
+async def test_lost_children_come_back_with_the_same_submission_id(
+    kube: Kube, namespace: str, running_operator: OperatorProcess, ray_head: RayHead,
+) -> None:
+    await kube.create(RAYJOB, rayjob("sturdy", {"address": ray_head.address, "script": "print(1)"}),
+                      namespace)
+    pod = await runner_pod(kube, "sturdy", namespace, running_operator)
+    first_id = (await kube.get(CONFIGMAP, "sturdy-rayjob", namespace))["data"]["id"]
+    await kube.delete(CONFIGMAP, "sturdy-rayjob", namespace)
+    await kube.delete(POD, "sturdy-rayjob", namespace)
+    await kube.delete(ROLE, "sturdy-rayjob", namespace)
+
+    async def recreated() -> Obj | None:
+        again = await get_or_none(kube, POD, "sturdy-rayjob", namespace)
+        role = await get_or_none(kube, ROLE, "sturdy-rayjob", namespace)
+        cm = await get_or_none(kube, CONFIGMAP, "sturdy-rayjob", namespace)
+        if again and role and cm and again["metadata"]["uid"] != pod["metadata"]["uid"]:
+            return cm
+        return None
+
+    configmap = await eventually("children recreated", recreated, 30, running_operator)
+    assert configmap["data"]["id"] == first_id
+
+
+async def test_example_manifest_applies(
+    kube: Kube, namespace: str, running_operator: OperatorProcess,
+) -> None:
+    manifest = yaml.safe_load((ROOT / "examples" / "rayjob.yaml").read_text())
+    try:
+        created = await kube.apply_manifest(manifest, namespace)
+    except KubeError as exc:  # pragma: no cover - the message says which field
+        raise AssertionError(f"examples/rayjob.yaml rejected: {exc}") from None
+    name = created["metadata"]["name"]
+    # Its Ray does not exist here: the operator says it waits for it.
+    status = await status_where(kube, name, namespace, lambda s: bool(s.get("message")),
+                                f"RayJob {name} waiting", running_operator)
+    assert status["message"].startswith(f"waiting for Ray '{manifest['spec']['cluster']}'")
