@@ -212,7 +212,10 @@ def build_step_rayjob(
         address=spec.address,
         script=script,
         scriptLocation=location,  # type: ignore[arg-type]  # one of the Literal's values
-        parameters=step_parameters(spec, index, uid),
+        # Empty values (no bucket; the first step's input_dir) are left out: the test apiserver
+        # refuses "" in the RayJob's parameters map ("must be of type string: null"), and a
+        # script reads them with kwargs.get(key, "") anyway.
+        parameters={k: v for k, v in step_parameters(spec, index, uid).items() if v != ""},
         runtimeEnv=_runtime_env(step, index),
         # An S3 script needs the runner's S3 client: AWS's credential chain unless told.
         s3=RayJobS3() if location == "s3" else None,

@@ -102,7 +102,6 @@ def test_first_step_rayjob() -> None:
                 "data_bucket": "data-bucket",
                 "run_id": "u-1",
                 "output_dir": "/ray/export/u-1/train",
-                "input_dir": "",
                 "epochs": "8",
             },
             "activeDeadlineSeconds": 900,
@@ -142,8 +141,7 @@ def test_s3_script_runtime_env_and_address() -> None:
         "script": "s3://bucket/a.py",
         "scriptLocation": "s3",
         "parameters": {
-            "export_path": "/ray/export/", "data_bucket": "", "run_id": "u",
-            "output_dir": "/ray/export/u/a", "input_dir": "",
+            "export_path": "/ray/export/", "run_id": "u", "output_dir": "/ray/export/u/a",
         },
         "runtimeEnv": {
             "pip": {"numpy": "", "torch": "==2.5.1", "scikit-learn": ">=1.5"},
