@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from ray_operator.kube import CRD, NAMESPACE, Kube
+from ray_operator.kube import NAMESPACE, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.pod_runner import PodRunner
+from tests.operator_process import OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -39,36 +41,21 @@ async def namespace(kube: Kube) -> AsyncIterator[str]:
     await kube.delete(NAMESPACE, name)
 
 
-__all__ = ["CRD"]
-
 # Shared fixtures of the real Ray head and the S3 server live in tests/fixtures/ (see there).
-pytest_plugins = [
-    name
-    for name in ("tests.fixtures.ray_head", "tests.fixtures.s3")
-    if __import__("importlib.util").util.find_spec(name) is not None
-]
+pytest_plugins = ["tests.fixtures.ray_head", "tests.fixtures.s3"]
 
 
 @pytest.fixture(scope="session")
-def running_operator(control_plane: LocalControlPlane, kube: Kube) -> Iterator["OperatorProcess"]:
+def running_operator(control_plane: LocalControlPlane, kube: Kube) -> Iterator[OperatorProcess]:
     """The operator (`ray-operator run`) as a process against the test apiserver, cluster-wide."""
-    from tests.operator_process import OperatorProcess
-
     proc = OperatorProcess(control_plane).start()
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="session")
-async def pod_runner(kube: Kube) -> AsyncIterator["PodRunner"]:
-    """Marks Ray pods Running and Ready (no processes): the kubelet's part in most tests."""
-    from ray_operator.localkube.pod_runner import PodRunner
-
-    runner = await PodRunner(kube).start()
+@pytest.fixture
+async def pod_runner(kube: Kube, namespace: str) -> AsyncIterator[PodRunner]:
+    """Marks the test namespace's Ray pods Running and Ready (no processes): the kubelet's part."""
+    runner = await PodRunner(kube, namespace=namespace).start()
     yield runner
     await runner.stop()
-
-
-if False:  # typing only
-    from ray_operator.localkube.pod_runner import PodRunner
-    from tests.operator_process import OperatorProcess

@@ -238,6 +238,9 @@ class PodRunner:
             "PATH": path,
             "HOME": str(local.workdir),
             "HOSTNAME": local.key[1],
+            # Names resolve only through the pod's /etc/hosts (there is no cluster DNS), which
+            # gRPC's bundled c-ares resolver does not consult; Ray's gRPC must use libc's.
+            "GRPC_DNS_RESOLVER": "native",
             **env,
         }
         if "VIRTUAL_ENV" in os.environ:
