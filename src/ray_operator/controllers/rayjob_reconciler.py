@@ -38,7 +38,14 @@ from ray_operator.builders.rayjob_status import (
 )
 from ray_operator.controllers.events import post_event
 from ray_operator.controllers.workqueue import WorkQueue
-from ray_operator.jobs.config import KEY_ADDRESS, KEY_ID, KEY_KILL, STATUS_JOB
+from ray_operator.jobs.config import (
+    KEY_ADDRESS,
+    KEY_ID,
+    KEY_KILL,
+    STATUS_JOB,
+    STATUS_START_TIME,
+    STATUS_SUBMIT_TIME,
+)
 from ray_operator.jobs.ray_api import (
     TERMINAL_STATES,
     RayApiError,
@@ -234,12 +241,14 @@ class RayJobReconciler:
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         configmap = build_configmap(name, uid, spec, job_address(spec, ns))
         configmap["data"][KEY_ID] = submission_id
-        # A lost ConfigMap comes back with the state already mirrored (its submit time above
-        # all): the new runner resumes following the job instead of submitting it again.
+        # A lost ConfigMap comes back with the runner's progress as last mirrored (its submit
+        # time above all): the new runner resumes following the job instead of submitting again.
+        # Messages are not copied: they may be the controller's own notes.
         status = body.get("status") or {}
-        for cm_key, status_field in MIRRORED.items():
-            if status.get(status_field) and cm_key != KEY_ID:
-                configmap["data"][cm_key] = str(status[status_field])
+        if status.get("submitTime"):
+            for cm_key in (STATUS_JOB, STATUS_SUBMIT_TIME, STATUS_START_TIME):
+                if status.get(MIRRORED[cm_key]):
+                    configmap["data"][cm_key] = str(status[MIRRORED[cm_key]])
         return [
             build_service_account(name, uid),
             build_role(name, uid),
@@ -295,6 +304,7 @@ class RayJobReconciler:
         patch = status_patch(body.get("status"), status)
         if patch is None:
             return body
+        log.debug("RayJob %s/%s status: %s", meta["namespace"], meta["name"], patch)
         try:
             updated = await self.kube.patch(
                 RAYJOB, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
@@ -315,29 +325,37 @@ class RayJobReconciler:
         await post_event(self.kube, body, kind, reason, message)
 
     # --- finalizer --------------------------------------------------------------------------
-    async def _set_finalizers(self, body: Obj, finalizers: list[str]) -> Obj:
+    async def _set_finalizer(self, body: Obj, present: bool) -> Obj:
+        """Add or remove our finalizer, keeping everyone else's."""
         meta = body["metadata"]
-        # resourceVersion makes this a compare-and-set: another writer's finalizers are kept.
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
-        try:
-            updated = await self.kube.patch(RAYJOB, meta["name"], patch, meta["namespace"])
-        except KubeError as exc:
-            if exc.not_found:
+        ns, name = meta["namespace"], meta["name"]
+        for attempt in range(3):
+            finalizers = list(body["metadata"].get("finalizers") or [])
+            if (FINALIZER in finalizers) == present:
                 return body
-            raise  # a conflict: the work queue retries with the newer version from the watch
-        self.jobs[(meta["namespace"], meta["name"])] = updated
-        return updated
+            others = [f for f in finalizers if f != FINALIZER]
+            wanted = [*others, FINALIZER] if present else others
+            # resourceVersion makes this a compare-and-set: a finalizer added meanwhile is kept.
+            version = body["metadata"]["resourceVersion"]
+            patch = {"metadata": {"finalizers": wanted, "resourceVersion": version}}
+            try:
+                body = await self.kube.patch(RAYJOB, name, patch, ns)
+                break
+            except KubeError as exc:
+                if exc.not_found:
+                    return body
+                if not exc.conflict or attempt == 2:
+                    raise
+                # Our cache is behind (a status write, or a watch event still on its way).
+                body = await self.kube.get(RAYJOB, name, ns)
+        self.jobs[(ns, name)] = body
+        return body
 
     async def _add_finalizer(self, body: Obj) -> Obj:
-        finalizers = list(body["metadata"].get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return body
-        return await self._set_finalizers(body, [*finalizers, FINALIZER])
+        return await self._set_finalizer(body, present=True)
 
     async def _remove_finalizer(self, body: Obj) -> None:
-        finalizers = list(body["metadata"].get("finalizers") or [])
-        if FINALIZER in finalizers:
-            await self._set_finalizers(body, [f for f in finalizers if f != FINALIZER])
+        await self._set_finalizer(body, present=False)
 
     async def finalize(self, body: Obj) -> None:
         """A deleted RayJob: stop its Ray job if it still runs, then let the deletion proceed."""
