@@ -8,9 +8,11 @@ Addresses come from a /24 of 10.250.0.0/16 picked free for this runner; nothing 
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -28,6 +30,42 @@ def _used_subnets() -> set[str]:
     return used
 
 
+# Which process owns each runner's bridge, so a runner killed without cleaning up is found later.
+OWNERS = Path("/run/ray-operator-netns")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans() -> None:
+    """Delete the namespaces and bridges of runners whose process is gone."""
+    if not OWNERS.is_dir():
+        return
+    netns = _ip("netns", "list", check=False).stdout.split()
+    for owner in OWNERS.iterdir():
+        try:
+            pid = int(owner.read_text())
+        except ValueError:
+            pid = 0
+        if pid and _alive(pid):
+            continue
+        for name in netns:
+            if name.startswith(f"rp{owner.name}-"):
+                pids = _ip("netns", "pids", name, check=False).stdout.split()
+                if pids:
+                    subprocess.run(["kill", "-9", *pids], capture_output=True, check=False)
+                _ip("netns", "del", name, check=False)
+        _ip("link", "del", f"rb{owner.name}", check=False)
+        owner.unlink(missing_ok=True)
+
+
 @dataclass
 class PodNetwork:
     """A bridge with one /24, and a namespace + veth per pod."""
@@ -43,7 +81,10 @@ class PodNetwork:
         return f"rb{self.runner_id}"
 
     def up(self) -> None:
-        """Create the bridge on a /24 nobody uses."""
+        """Create the bridge on a /24 nobody uses (after removing those of dead runners)."""
+        remove_orphans()
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        (OWNERS / self.runner_id).write_text(str(os.getpid()))
         used = _used_subnets()
         for third in range(secrets.randbelow(200), 256):
             candidate = ipaddress.ip_network(f"10.250.{third}.0/24")
@@ -59,6 +100,7 @@ class PodNetwork:
     def down(self) -> None:
         """Remove the bridge (pod namespaces must be released first)."""
         _ip("link", "del", self.bridge, check=False)
+        (OWNERS / self.runner_id).unlink(missing_ok=True)
 
     def add_pod(self) -> tuple[str, str]:
         """A new namespace with an address on the bridge: returns (namespace name, IP)."""

@@ -1,0 +1,343 @@
+"""The operator on a real apiserver: children, status, events, updates, drift, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ray_operator.kube import DEPLOYMENT, EVENT, RAY, SERVICE, Kube, KubeError
+from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.pod_runner import PodRunner
+from tests.operator_process import OperatorProcess
+from tests.waiting import eventually
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+Obj = dict[str, Any]
+
+
+def example(name: str) -> Obj:
+    manifest: Obj = yaml.safe_load((EXAMPLES / name).read_text())
+    return manifest
+
+
+async def ray_status(kube: Kube, ns: str, name: str = "sample-cluster") -> Obj:
+    status: Obj = (await kube.get(RAY, name, ns)).get("status") or {}
+    return status
+
+
+async def healthy(kube: Kube, ns: str, name: str = "sample-cluster", timeout: float = 30) -> Obj:
+    return await eventually(
+        lambda: ray_status(kube, ns, name), lambda s: s.get("health") == "True", timeout,
+        f"Ray {name} Health=True",
+    )
+
+
+async def get_or_none(kube: Kube, kind: Any, name: str, ns: str) -> Obj | None:
+    return await kube.get_or_none(kind, name, ns)
+
+
+async def events(kube: Kube, ns: str, name: str = "sample-cluster") -> list[Obj]:
+    return [e for e in await kube.list(EVENT, ns) if e["involvedObject"]["name"] == name]
+
+
+def condition(status: Obj, ctype: str) -> Obj:
+    return next(c for c in status["conditions"] if c["type"] == ctype)
+
+
+pytestmark = pytest.mark.usefixtures("running_operator")
+
+
+async def test_simple_example_becomes_a_healthy_cluster(
+    kube: Kube, namespace: str, pod_runner: PodRunner, control_plane: LocalControlPlane
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    status = await healthy(kube, namespace)
+
+    head = await kube.get(DEPLOYMENT, "sample-cluster-head", namespace)
+    worker = await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace)
+    service = await kube.get(SERVICE, "sample-cluster-head", namespace)
+    ray = await kube.get(RAY, "sample-cluster", namespace)
+    for child in (head, worker, service):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner["uid"] == ray["metadata"]["uid"] and owner["controller"] is True
+        assert child["metadata"]["labels"]["ray.kubeflow.org/cluster"] == "sample-cluster"
+    assert head["spec"]["replicas"] == 1 and worker["spec"]["replicas"] == 3
+    assert head["spec"]["strategy"]["type"] == "Recreate"
+
+    head_env = {e["name"]: e for e in head["spec"]["template"]["spec"]["containers"][0]["env"]}
+    worker_env = {e["name"]: e for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert head_env["RAY_NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "RAY_HEAD_SERVICE" not in head_env
+    assert worker_env["RAY_NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert worker_env["RAY_HEAD_SERVICE"]["value"] == "sample-cluster-head"
+    image = head["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("rayproject/ray:2.")
+
+    ports = {p["port"]: p["name"] for p in service["spec"]["ports"]}
+    assert ports == {6379: "gcs", 8265: "dashboard", 10001: "client", 8080: "metrics"}
+
+    assert status["head"] == {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                              "updatedReplicas": 1}
+    assert status["worker"]["availableReplicas"] == 3
+    assert status["observedGeneration"] == ray["metadata"]["generation"]
+    assert status["startTime"] and status["lastReconcileTime"]
+    types = {c["type"]: c for c in status["conditions"]}
+    for ctype in ("Health", "RayHeadDeploymentAvailable", "RayHeadDeploymentProgressing",
+                  "RayHeadDeploymentReplicaFailure", "RayWorkerDeploymentAvailable",
+                  "RayWorkerDeploymentProgressing", "RayWorkerDeploymentReplicaFailure"):
+        assert {"status", "lastTransitionTime", "lastUpdateTime"} <= set(types[ctype])
+    assert types["RayWorkerDeploymentAvailable"]["status"] == "True"
+    assert types["RayHeadDeploymentProgressing"]["reason"] == "NewReplicaSetAvailable"
+
+    reasons = [(e["reason"], e["message"]) for e in await events(kube, namespace)]
+    assert ("SuccessfullyCreate", "Successfully create the deployment sample-cluster-worker") in reasons
+    assert ("SuccessfullyCreate", "Successfully create the service sample-cluster-head") in reasons
+
+    table = control_plane.run_kubectl("get", "rays", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "HEAD", "WORKERS", "HEALTH", "AGE"]
+    assert row.split()[:4] == ["sample-cluster", "1/1", "3/3", "True"]
+    described = control_plane.run_kubectl("describe", "ray", "sample-cluster", "-n", namespace).stdout
+    assert "RayWorkerDeploymentAvailable" in described and "Successfully create" in described
+
+
+async def test_full_example_applies_unchanged_and_reports_the_misspelled_limit(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(example("ray-full.yaml"), namespace)
+    await healthy(kube, namespace)
+    service = await kube.get(SERVICE, "sample-cluster-head", namespace)
+    assert sorted(p["port"] for p in service["spec"]["ports"]) == [6379, 6380, 6381, 12345, 12346]
+    assert {p["name"] for p in service["spec"]["ports"]} >= {"port-6379", "port-12346"}
+    head = await kube.get(DEPLOYMENT, "sample-cluster-head", namespace)
+    container = head["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "rayproject/examples"
+    assert container["resources"] == {"requests": {"cpu": "500m"}}
+    warnings = await eventually(
+        lambda: events(kube, namespace),
+        lambda evs: sum(e["reason"] == "UnknownField" for e in evs) == 2,
+        what="two UnknownField warnings",
+    )
+    messages = sorted(e["message"] for e in warnings if e["reason"] == "UnknownField")
+    assert "spec.head.template.spec.containers[0].resources.limit" in messages[0]
+    assert all(e["type"] == "Warning" for e in warnings if e["reason"] == "UnknownField")
+
+
+async def test_nothing_is_written_on_a_steady_cluster(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    await asyncio.sleep(2)
+
+    async def versions() -> list[str]:
+        objs = [await kube.get(k, n, namespace) for k, n in (
+            (DEPLOYMENT, "sample-cluster-head"), (DEPLOYMENT, "sample-cluster-worker"),
+            (SERVICE, "sample-cluster-head"), (RAY, "sample-cluster"))]
+        return [o["metadata"]["resourceVersion"] for o in objs]
+
+    before = await versions()
+    await asyncio.sleep(12)  # more than two resyncs of the test operator (5 s)
+    assert await versions() == before
+
+
+async def test_every_change_reaches_the_children(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    manifest = example("ray-full.yaml")
+    await kube.apply_manifest(manifest, namespace)
+    await healthy(kube, namespace)
+    head_spec = manifest["spec"]["head"]["template"]["spec"]
+    head_spec["containers"][0]["image"] = "rayproject/ray:2.60.0"
+    head_spec["containers"][0]["env"] = [{"name": "EXTRA", "value": "1"}]
+    head_spec["containers"][0]["ports"] = head_spec["containers"][0]["ports"][:2] + [
+        {"containerPort": 8265, "name": "dashboard"}
+    ]
+    manifest["spec"]["head"]["template"]["metadata"] = {"labels": {"team": "ml"}}
+    manifest["spec"]["worker"]["replicas"] = 2
+    manifest["spec"]["worker"]["template"]["spec"]["containers"][0]["args"] = ["ray start --block"]
+    await kube.apply_manifest(manifest, namespace)
+
+    async def children() -> tuple[Obj, Obj, Obj]:
+        return (await kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
+                await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace),
+                await kube.get(SERVICE, "sample-cluster-head", namespace))
+
+    head, worker, service = await eventually(
+        children, lambda c: c[1]["spec"]["replicas"] == 2, what="worker replicas 2"
+    )
+    container = head["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "rayproject/ray:2.60.0"
+    assert [e["name"] for e in container["env"]] == ["RAY_NODE_IP", "EXTRA"]
+    assert head["spec"]["template"]["metadata"]["labels"]["team"] == "ml"
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["ray start --block"]
+    assert sorted(p["port"] for p in service["spec"]["ports"]) == [6379, 6380, 8265]
+    reasons = [e["reason"] for e in await events(kube, namespace)]
+    assert reasons.count("SuccessfullyUpdate") >= 3
+    await healthy(kube, namespace)
+
+
+async def test_kubectl_scale_scales_the_workers(
+    kube: Kube, namespace: str, pod_runner: PodRunner, control_plane: LocalControlPlane
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    control_plane.run_kubectl("scale", "ray/sample-cluster", "--replicas=5", "-n", namespace)
+    status = await eventually(
+        lambda: ray_status(kube, namespace),
+        lambda s: s.get("workersReady") == "5/5" and s.get("health") == "True",
+        what="5 ready workers",
+    )
+    assert status["worker"]["replicas"] == 5
+
+
+async def test_drift_is_repaired(kube: Kube, namespace: str, pod_runner: PodRunner) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    await kube.delete(DEPLOYMENT, "sample-cluster-worker", namespace)
+    await kube.delete(SERVICE, "sample-cluster-head", namespace)
+    await kube.patch(DEPLOYMENT, "sample-cluster-head", {"spec": {"replicas": 0}}, namespace)
+    await eventually(
+        lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker", namespace),
+        lambda d: d is not None and d["spec"]["replicas"] == 3, timeout=10,
+        what="worker Deployment re-created",
+    )
+    await eventually(
+        lambda: get_or_none(kube, SERVICE, "sample-cluster-head", namespace),
+        lambda s: s is not None, timeout=10, what="head Service re-created",
+    )
+    await eventually(
+        lambda: kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
+        lambda d: d["spec"]["replicas"] == 1, timeout=10, what="head replicas restored",
+    )
+    await healthy(kube, namespace)
+
+
+async def test_drift_while_the_operator_was_down_is_repaired_after_restart(
+    kube: Kube, namespace: str, pod_runner: PodRunner, running_operator: OperatorProcess
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    running_operator.kill()
+    try:
+        await kube.delete(DEPLOYMENT, "sample-cluster-worker", namespace)
+        await kube.patch(DEPLOYMENT, "sample-cluster-head", {"spec": {"replicas": 0}}, namespace)
+        await asyncio.sleep(1)
+        assert await kube.get_or_none(DEPLOYMENT, "sample-cluster-worker", namespace) is None
+    finally:
+        running_operator.start()
+    await eventually(
+        lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker", namespace),
+        lambda d: d is not None, timeout=20, what="worker Deployment re-created after restart",
+    )
+    await eventually(
+        lambda: kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
+        lambda d: d["spec"]["replicas"] == 1, timeout=20, what="head replicas restored",
+    )
+
+
+async def test_deleting_the_ray_removes_its_children(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    await kube.delete(RAY, "sample-cluster", namespace)
+
+    async def remaining() -> list[str]:
+        found = [await kube.get_or_none(k, n, namespace) for k, n in (
+            (DEPLOYMENT, "sample-cluster-head"), (DEPLOYMENT, "sample-cluster-worker"),
+            (SERVICE, "sample-cluster-head"))]
+        return [f["metadata"]["name"] for f in found if f is not None]
+
+    await eventually(remaining, lambda r: r == [], timeout=30, what="children garbage-collected")
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "accepted"),
+    [
+        ({"spec": {"head": {"replicas": 2}}}, "spec.head.replicas", "0 or 1"),
+        ({"spec": {"head": {"template": {"spec": {"containers": []}}}}},
+         "spec.head.template.spec.containers", "at least one container"),
+        ({"spec": {"worker": {"template": {"spec": {"containers": [{"name": "w"}]}}}}},
+         "spec.worker.template.spec.containers[0].image", "a container image"),
+        ({"spec": {"worker": {"template": {"spec": {"containers": [{"name": "w", "image": "i",
+          "ports": [{"containerPort": 1, "name": "a"}, {"containerPort": 2, "name": "a"}]}]}}}}},
+         "spec.worker.template.spec.containers[0].ports[1].name", "not used already"),
+    ],
+)
+async def test_invalid_spec_is_reported_and_others_are_still_served(
+    kube: Kube, namespace: str, pod_runner: PodRunner, patch: Obj, field: str, accepted: str
+) -> None:
+    bad = example("ray-simple.yaml")
+    bad["metadata"]["name"] = "bad"
+    bad["spec"] = {**bad["spec"], **patch["spec"]}
+    await kube.apply_manifest(bad, namespace)
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    status = await eventually(
+        lambda: ray_status(kube, namespace, "bad"), lambda s: s.get("health") == "False",
+        what="Health=False on the invalid Ray",
+    )
+    health = condition(status, "Health")
+    assert health["reason"] == "InvalidSpec"
+    assert field in health["message"] and accepted in health["message"]
+    warnings = await eventually(
+        lambda: events(kube, namespace, "bad"),
+        lambda evs: any(e["type"] == "Warning" and field in e["message"] for e in evs),
+        what="a Warning event naming the field",
+    )
+    assert warnings
+    assert await kube.get_or_none(DEPLOYMENT, "bad-worker", namespace) is None
+    await healthy(kube, namespace)  # the valid one next to it is served
+
+
+async def test_a_name_too_long_for_its_children_is_reported(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    manifest = example("ray-simple.yaml")
+    manifest["metadata"]["name"] = "r" * 57
+    await kube.apply_manifest(manifest, namespace)
+    status = await eventually(
+        lambda: ray_status(kube, namespace, "r" * 57), lambda s: s.get("health") == "False",
+        what="Health=False on the long name",
+    )
+    assert "metadata.name" in condition(status, "Health")["message"]
+    assert "at most 56 characters" in condition(status, "Health")["message"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [({"worker": {"replicas": -1}}, "spec.worker.replicas"),
+     ({"worker": {"replicas": "three"}}, "spec.worker.replicas"),
+     ({"head": {"replicas": 1}}, "spec.worker")],
+)
+async def test_schema_rejects_at_apply_naming_the_field(
+    namespace: str, control_plane: LocalControlPlane, tmp_path: Path, spec: Obj, field: str
+) -> None:
+    manifest = {"apiVersion": "ray.kubeflow.org/v1", "kind": "Ray",
+                "metadata": {"name": "rejected"}, "spec": spec}
+    path = tmp_path / "ray.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    result = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr
+
+
+async def test_every_example_manifest_is_accepted(kube: Kube, namespace: str) -> None:
+    applied = 0
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict) or doc.get("apiVersion") != "ray.kubeflow.org/v1":
+                continue
+            if doc.get("kind") not in {"Ray", "RayJob", "RayPipeline"}:
+                continue
+            doc["metadata"]["name"] = f"ex{applied}-{doc['metadata']['name']}"[:50]
+            try:
+                await kube.apply_manifest(doc, namespace)
+            except KubeError as exc:  # pragma: no cover - the failure message is the point
+                raise AssertionError(f"{path} was refused: {exc}") from exc
+            applied += 1
+    assert applied >= 3
