@@ -70,13 +70,18 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rays/status"]
   verbs: ["get", "patch"]
-# RayJob: watched and reconciled; RayPipelines create them, and patch spec.kill at a deadline.
+# RayJob: watched and reconciled (patch: its finalizer, which stops the Ray job on deletion);
+# RayPipelines create them, and patch spec.kill at a deadline.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs/status"]
   verbs: ["get", "patch"]
+# A RayJob's children name it as owner with blockOwnerDeletion (see raypipelines/finalizers).
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rayjobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["raypipelines"]
   verbs: ["get", "list", "watch"]
@@ -95,21 +100,24 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "update"]
-# A RayJob's ConfigMap (job data and status) and runner pod.
+# A RayJob's children, watched so that lost ones are recreated and status mirrors at once.
+# Nothing is deleted by the operator: the garbage collector follows the owner references.
+# ConfigMap: job data and status (patch: spec.kill). update is not used directly, but the
+# runner's Role grants get/update/patch, and a Role may only grant rights its creator holds.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create"]
 # The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
 # requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

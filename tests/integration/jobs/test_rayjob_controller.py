@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 from ray_operator.jobs.ray_api import JobInfo, RayJobsClient
 from ray_operator.kube import (
     CONFIGMAP,
     EVENT,
+    KINDS_BY_NAME,
     POD,
     RAY,
     RAYJOB,
@@ -30,7 +32,7 @@ from ray_operator.localkube.pod_runner import PodRunner
 from tests.fixtures.ray_head import RayHead
 from tests.fixtures.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
 from tests.operator_process import OperatorProcess
-from tests.runner_pod import finish, run_pod, start_pod
+from tests.runner_pod import finish, run_pod, service_account_token, start_pod
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -121,6 +123,55 @@ async def s3_secret(kube: Kube, ns: str) -> str:
     return "s3-creds"
 
 
+async def test_chart_rbac_is_enough_for_a_rayjob(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane, ray_head: RayHead,
+    tmp_path: Path,
+) -> None:
+    """The operator with only the chart's rights runs a RayJob through, finalizer included.
+
+    First in this file: when run alone, no other operator serves the RayJob meanwhile.
+    """
+    pytest.importorskip("helm_python")
+    from tests.integration.test_chart import REFUSALS, render_chart
+
+    objs = render_chart({"rbac": {"clusterWide": False}, "watchNamespaces": [namespace]},
+                        "rj-chart", namespace)
+    for obj in objs:
+        if obj["kind"] != "CustomResourceDefinition":
+            scoped = obj["kind"].startswith("Cluster")
+            await kube.apply_manifest(obj, None if scoped else namespace)
+    (deployment,) = [o for o in objs if o["kind"] == "Deployment"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    token = await service_account_token(kube, account, namespace)
+    kubeconfig = tmp_path / "operator-kubeconfig"
+    kubeconfig.write_text(control_plane.kubeconfig_text(token, account))
+    operator = OperatorProcess(control_plane, extra_env={
+        "KUBECONFIG": str(kubeconfig), "RAY_OPERATOR_NAMESPACES": namespace,
+    }).start()
+    try:
+        await kube.create(RAYJOB, rayjob("charted", {
+            "address": ray_head.address, "script": "print('charted')", "updateInterval": 0.5,
+        }), namespace)
+        pod = await runner_pod(kube, "charted", namespace, operator)
+        result = await run_pod(kube, control_plane, pod, tmp_path)
+        assert result.returncode == 0, result.output
+        await status_where(kube, "charted", namespace, lambda s: s.get("jobStatus") == "SUCCEEDED",
+                           "charted SUCCEEDED", operator)
+        await kube.delete(RAYJOB, "charted", namespace)
+
+        async def gone() -> bool | None:
+            return True if await get_or_none(kube, RAYJOB, "charted", namespace) is None else None
+
+        await eventually("RayJob charted deleted", gone, 30, operator)
+    finally:
+        operator.stop()
+        for obj in objs:
+            if obj["kind"].startswith("Cluster"):
+                await kube.delete(KINDS_BY_NAME[obj["kind"]], obj["metadata"]["name"])
+    refused = [line for line in operator.logs().splitlines() if any(w in line for w in REFUSALS)]
+    assert refused == [], "refused with the chart's RBAC:\n" + "\n".join(refused)
+
+
 async def test_rayjob_runs_on_ray_and_reports_status_and_logs(
     kube: Kube, namespace: str, control_plane: LocalControlPlane,
     running_operator: OperatorProcess, ray_head: RayHead, s3: Any, s3_server: str,
@@ -191,8 +242,10 @@ async def test_spec_kill_stops_the_job(
         if proc.poll() is None:
             proc.kill()
     assert result.returncode == 1, result.output
-    status = await status_where(kube, "sleepy", namespace, lambda s: s.get("jobStatus") == "STOPPED",
-                                "RayJob sleepy STOPPED", running_operator)
+    status = await status_where(
+        kube, "sleepy", namespace, lambda s: s.get("jobStatus") == "STOPPED",
+        "RayJob sleepy STOPPED", running_operator,
+    )
     assert status["reason"] == "Stopped"
     (job,) = await ray_jobs(ray_head.address, "sleepy")
     assert job.status == "STOPPED"
