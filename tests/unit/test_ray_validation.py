@@ -1,0 +1,93 @@
+"""Validation messages name the field, the value and what is accepted; the CLI shares them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from ray_operator.api.validation import MAX_NAME_LENGTH, validate_ray
+from ray_operator.cli import app
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def ray(spec: dict, name: str = "c") -> dict:
+    return {"apiVersion": "ray.kubeflow.org/v1", "kind": "Ray", "metadata": {"name": name}, "spec": spec}
+
+
+def test_both_original_examples_are_valid_and_only_limit_is_unknown() -> None:
+    simple = validate_ray(yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text()))
+    full = validate_ray(yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text()))
+    assert simple.ok and simple.unknown_fields == []
+    assert full.ok
+    assert full.unknown_fields == [
+        "spec.head.template.spec.containers[0].resources.limit",
+        "spec.worker.template.spec.containers[0].resources.limit",
+    ]
+
+
+def test_head_replicas_must_be_zero_or_one() -> None:
+    (problem,) = validate_ray(ray({"head": {"replicas": 2}, "worker": {"replicas": 1}})).errors
+    assert (problem.field, problem.value) == ("spec.head.replicas", 2)
+    assert "0 or 1" in str(problem)
+
+
+def test_wrong_types_and_negative_counts_name_the_field() -> None:
+    (problem,) = validate_ray(ray({"worker": {"replicas": -1}})).errors
+    assert problem.field == "spec.worker.replicas" and problem.value == -1
+    (problem,) = validate_ray(ray({"worker": {"replicas": "3x"}})).errors
+    assert problem.field == "spec.worker.replicas"
+
+
+def test_duplicate_port_numbers_across_containers() -> None:
+    spec = {"worker": {"template": {"spec": {"containers": [
+        {"name": "a", "image": "i", "ports": [{"containerPort": 80}]},
+        {"name": "b", "image": "i", "ports": [{"containerPort": 80}]},
+    ]}}}}
+    (problem,) = validate_ray(ray(spec)).errors
+    assert problem.field == "spec.worker.template.spec.containers[1].ports[0].containerPort"
+    assert "containers[0].ports[0]" in problem.accepted
+
+
+def test_same_port_number_on_tcp_and_udp_is_fine() -> None:
+    spec = {"worker": {"template": {"spec": {"containers": [{"name": "a", "image": "i", "ports": [
+        {"containerPort": 53}, {"containerPort": 53, "protocol": "UDP"}]}]}}}}
+    assert validate_ray(ray(spec)).ok
+
+
+def test_name_length_limit_is_exact() -> None:
+    assert validate_ray(ray({"worker": {}}, "a" * MAX_NAME_LENGTH)).ok
+    (problem,) = validate_ray(ray({"worker": {}}, "a" * (MAX_NAME_LENGTH + 1))).errors
+    assert problem.field == "metadata.name"
+
+
+def test_unknown_fields_deep_in_the_template_are_found() -> None:
+    spec = {"worker": {"template": {"spec": {"containers": [{"name": "a", "image": "i",
+            "livenessProbe": {"httpGet": {"port": 1, "pathh": "/"}}}], "nodeSelectorr": {}}}}}
+    report = validate_ray(ray(spec))
+    assert report.ok
+    assert sorted(report.unknown_fields) == [
+        "spec.worker.template.spec.containers[0].livenessProbe.httpGet.pathh",
+        "spec.worker.template.spec.nodeSelectorr",
+    ]
+
+
+def test_cli_validate_exits_non_zero_with_the_same_messages(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(ray({"head": {"replicas": 3}, "worker": {}})))
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", str(bad), str(EXAMPLES / "ray-full.yaml")])
+    assert result.exit_code == 1
+    assert "spec.head.replicas: 3 is not valid; a Ray cluster has one head: 0 or 1" in result.output
+    assert "warning: unknown field spec.head.template.spec.containers[0].resources.limit" in result.output
+    ok = runner.invoke(app, ["validate", str(EXAMPLES / "ray-simple.yaml")])
+    assert ok.exit_code == 0 and "valid" in ok.output
+
+
+def test_cli_crds_prints_every_crd() -> None:
+    result = CliRunner().invoke(app, ["crds"])
+    assert result.exit_code == 0
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.output)]
+    assert "rays.ray.kubeflow.org" in names
