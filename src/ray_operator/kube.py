@@ -123,7 +123,8 @@ class Kube:
             kwargs["content"] = json.dumps(body)
             kwargs["headers"] = {"content-type": content_type}
         try:
-            async with self.api.call_api(method, version="", base=path, **kwargs) as resp:
+            base, _, last = path.rpartition("/")
+            async with self.api.call_api(method, version="", base=base, url=last, **kwargs) as resp:
                 result: Obj = resp.json() if resp.content else {}
                 return result
         except kr8s.ServerError as exc:
@@ -238,8 +239,9 @@ class Kube:
             params["resourceVersion"] = resource_version
         self.requests += 1
         try:
+            base, _, last = kind.path(namespace).rpartition("/")
             async with self.api.call_api(
-                "GET", version="", base=kind.path(namespace), params=params, stream=True,
+                "GET", version="", base=base, url=last, params=params, stream=True,
                 timeout=timeout_seconds + 10,
             ) as resp:
                 async for line in resp.aiter_lines():
