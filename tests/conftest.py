@@ -36,7 +36,9 @@ async def kube(control_plane: LocalControlPlane) -> AsyncIterator[Kube]:
 async def namespace(kube: Kube) -> AsyncIterator[str]:
     """A fresh namespace for one test, deleted after it."""
     name = f"t-{secrets.token_hex(4)}"
-    await kube.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    await kube.create(
+        NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
     yield name
     await kube.delete(NAMESPACE, name)
 

@@ -15,9 +15,13 @@ from ray_operator.localkube.control_plane import LocalControlPlane
 class OperatorProcess:
     """`ray-operator run` with the control plane's kubeconfig; logs go to a file."""
 
-    def __init__(self, control_plane: LocalControlPlane, resync_seconds: float = 5.0,
-                 extra_env: dict[str, str] | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        control_plane: LocalControlPlane,
+        resync_seconds: float = 5.0,
+        extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.control_plane = control_plane
         self.extra_args = extra_args  # e.g. ("--liveness", URL), as the chart runs it
         self.log_path: Path = control_plane.workdir / f"operator-{time.time_ns()}.log"
@@ -33,8 +37,11 @@ class OperatorProcess:
         """Start the operator."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ray_operator", "run", *self.extra_args], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "ray_operator", "run", *self.extra_args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 

@@ -7,6 +7,7 @@ counting live in one place.
 
 from __future__ import annotations
 
+import builtins
 import json
 import warnings
 from collections.abc import AsyncIterator, Mapping
@@ -63,8 +64,22 @@ RAYPIPELINE: Final = Kind(API_VERSION, "raypipelines", "RayPipeline")
 KINDS_BY_NAME: Final = {
     k.kind: k
     for k in (
-        DEPLOYMENT, REPLICASET, SERVICE, ENDPOINTS, POD, CONFIGMAP, SECRET, EVENT, NAMESPACE,
-        SERVICE_ACCOUNT, ROLE, ROLE_BINDING, CRD, RAY, RAYJOB, RAYPIPELINE,
+        DEPLOYMENT,
+        REPLICASET,
+        SERVICE,
+        ENDPOINTS,
+        POD,
+        CONFIGMAP,
+        SECRET,
+        EVENT,
+        NAMESPACE,
+        SERVICE_ACCOUNT,
+        ROLE,
+        ROLE_BINDING,
+        CRD,
+        RAY,
+        RAYJOB,
+        RAYPIPELINE,
         Kind("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
         Kind("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
         Kind("batch/v1", "jobs", "Job"),
@@ -105,14 +120,16 @@ class Kube:
         with warnings.catch_warnings():
             # kr8s warns about apiservers older than it knows; the project tests against 1.20.
             warnings.filterwarnings("ignore", message="Kubernetes version", category=UserWarning)
-            api = await (kr8s.asyncio.api(kubeconfig=kubeconfig) if kubeconfig else kr8s.asyncio.api())
+            api = await (
+                kr8s.asyncio.api(kubeconfig=kubeconfig) if kubeconfig else kr8s.asyncio.api()
+            )
         return cls(api)
 
     async def request(
         self,
         method: str,
         path: str,
-        body: Obj | list[Obj] | None = None,
+        body: Obj | builtins.list[Obj] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
@@ -143,9 +160,9 @@ class Kube:
                 return None
             raise
 
-    async def list(
+    async def list(  # noqa: A003 - the verb's name in Kubernetes
         self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         """List objects, in one namespace or all."""
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self.request("GET", kind.path(namespace), params=params)
@@ -173,7 +190,7 @@ class Kube:
         self,
         kind: Kind,
         name: str,
-        patch: Obj | list[Obj],
+        patch: Obj | builtins.list[Obj],
         namespace: str | None = None,
         subresource: str | None = None,
         patch_type: str = "merge",
@@ -241,7 +258,12 @@ class Kube:
         try:
             base, _, last = kind.path(namespace).rpartition("/")
             async with self.api.call_api(
-                "GET", version="", base=base, url=last, params=params, stream=True,
+                "GET",
+                version="",
+                base=base,
+                url=last,
+                params=params,
+                stream=True,
                 timeout=timeout_seconds + 10,
             ) as resp:
                 async for line in resp.aiter_lines():

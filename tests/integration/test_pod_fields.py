@@ -16,4 +16,6 @@ async def test_pod_field_table_matches_the_apiserver(kube: Kube) -> None:
     live = extract_pod_fields(await kube.request("GET", "/openapi/v2"))
     if os.environ.get("UPDATE_GOLDEN"):
         TABLE.write_text(json.dumps(live, indent=1, sort_keys=True))
-    assert live == pod_field_table(), "regenerate with UPDATE_GOLDEN=1 pytest tests/integration/test_pod_fields.py"
+    assert live == pod_field_table(), (
+        "regenerate with UPDATE_GOLDEN=1 pytest tests/integration/test_pod_fields.py"
+    )

@@ -31,7 +31,9 @@ async def ray_status(kube: Kube, ns: str, name: str = "sample-cluster") -> Obj:
 
 async def healthy(kube: Kube, ns: str, name: str = "sample-cluster", timeout: float = 30) -> Obj:
     return await eventually(
-        lambda: ray_status(kube, ns, name), lambda s: s.get("health") == "True", timeout,
+        lambda: ray_status(kube, ns, name),
+        lambda s: s.get("health") == "True",
+        timeout,
         f"Ray {name} Health=True",
     )
 
@@ -80,28 +82,43 @@ async def test_simple_example_becomes_a_healthy_cluster(
     ports = {p["port"]: p["name"] for p in service["spec"]["ports"]}
     assert ports == {6379: "gcs", 8265: "dashboard", 10001: "client", 8080: "metrics"}
 
-    assert status["head"] == {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                              "updatedReplicas": 1}
+    assert status["head"] == {
+        "replicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+        "updatedReplicas": 1,
+    }
     assert status["worker"]["availableReplicas"] == 3
     assert status["observedGeneration"] == ray["metadata"]["generation"]
     assert status["startTime"] and status["lastReconcileTime"]
     types = {c["type"]: c for c in status["conditions"]}
-    for ctype in ("Health", "RayHeadDeploymentAvailable", "RayHeadDeploymentProgressing",
-                  "RayHeadDeploymentReplicaFailure", "RayWorkerDeploymentAvailable",
-                  "RayWorkerDeploymentProgressing", "RayWorkerDeploymentReplicaFailure"):
+    for ctype in (
+        "Health",
+        "RayHeadDeploymentAvailable",
+        "RayHeadDeploymentProgressing",
+        "RayHeadDeploymentReplicaFailure",
+        "RayWorkerDeploymentAvailable",
+        "RayWorkerDeploymentProgressing",
+        "RayWorkerDeploymentReplicaFailure",
+    ):
         assert {"status", "lastTransitionTime", "lastUpdateTime"} <= set(types[ctype])
     assert types["RayWorkerDeploymentAvailable"]["status"] == "True"
     assert types["RayHeadDeploymentProgressing"]["reason"] == "NewReplicaSetAvailable"
 
     reasons = [(e["reason"], e["message"]) for e in await events(kube, namespace)]
-    assert ("SuccessfullyCreate", "Successfully create the deployment sample-cluster-worker") in reasons
+    assert (
+        "SuccessfullyCreate",
+        "Successfully create the deployment sample-cluster-worker",
+    ) in reasons
     assert ("SuccessfullyCreate", "Successfully create the service sample-cluster-head") in reasons
 
     table = control_plane.run_kubectl("get", "rays", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "HEAD", "WORKERS", "HEALTH", "AGE"]
     assert row.split()[:4] == ["sample-cluster", "1/1", "3/3", "True"]
-    described = control_plane.run_kubectl("describe", "ray", "sample-cluster", "-n", namespace).stdout
+    described = control_plane.run_kubectl(
+        "describe", "ray", "sample-cluster", "-n", namespace
+    ).stdout
     assert "RayWorkerDeploymentAvailable" in described and "Successfully create" in described
 
 
@@ -135,9 +152,15 @@ async def test_nothing_is_written_on_a_steady_cluster(
     await asyncio.sleep(2)
 
     async def versions() -> list[str]:
-        objs = [await kube.get(k, n, namespace) for k, n in (
-            (DEPLOYMENT, "sample-cluster-head"), (DEPLOYMENT, "sample-cluster-worker"),
-            (SERVICE, "sample-cluster-head"), (RAY, "sample-cluster"))]
+        objs = [
+            await kube.get(k, n, namespace)
+            for k, n in (
+                (DEPLOYMENT, "sample-cluster-head"),
+                (DEPLOYMENT, "sample-cluster-worker"),
+                (SERVICE, "sample-cluster-head"),
+                (RAY, "sample-cluster"),
+            )
+        ]
         return [o["metadata"]["resourceVersion"] for o in objs]
 
     before = await versions()
@@ -163,9 +186,11 @@ async def test_every_change_reaches_the_children(
     await kube.apply_manifest(manifest, namespace)
 
     async def children() -> tuple[Obj, Obj, Obj]:
-        return (await kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
-                await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace),
-                await kube.get(SERVICE, "sample-cluster-head", namespace))
+        return (
+            await kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
+            await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace),
+            await kube.get(SERVICE, "sample-cluster-head", namespace),
+        )
 
     head, worker, service = await eventually(
         children, lambda c: c[1]["spec"]["replicas"] == 2, what="worker replicas 2"
@@ -203,16 +228,21 @@ async def test_drift_is_repaired(kube: Kube, namespace: str, pod_runner: PodRunn
     await kube.patch(DEPLOYMENT, "sample-cluster-head", {"spec": {"replicas": 0}}, namespace)
     await eventually(
         lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker", namespace),
-        lambda d: d is not None and d["spec"]["replicas"] == 3, timeout=10,
+        lambda d: d is not None and d["spec"]["replicas"] == 3,
+        timeout=10,
         what="worker Deployment re-created",
     )
     await eventually(
         lambda: get_or_none(kube, SERVICE, "sample-cluster-head", namespace),
-        lambda s: s is not None, timeout=10, what="head Service re-created",
+        lambda s: s is not None,
+        timeout=10,
+        what="head Service re-created",
     )
     await eventually(
         lambda: kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
-        lambda d: d["spec"]["replicas"] == 1, timeout=10, what="head replicas restored",
+        lambda d: d["spec"]["replicas"] == 1,
+        timeout=10,
+        what="head replicas restored",
     )
     await healthy(kube, namespace)
 
@@ -232,11 +262,15 @@ async def test_drift_while_the_operator_was_down_is_repaired_after_restart(
         running_operator.start()
     await eventually(
         lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker", namespace),
-        lambda d: d is not None, timeout=20, what="worker Deployment re-created after restart",
+        lambda d: d is not None,
+        timeout=20,
+        what="worker Deployment re-created after restart",
     )
     await eventually(
         lambda: kube.get(DEPLOYMENT, "sample-cluster-head", namespace),
-        lambda d: d["spec"]["replicas"] == 1, timeout=20, what="head replicas restored",
+        lambda d: d["spec"]["replicas"] == 1,
+        timeout=20,
+        what="head replicas restored",
     )
 
 
@@ -248,9 +282,14 @@ async def test_deleting_the_ray_removes_its_children(
     await kube.delete(RAY, "sample-cluster", namespace)
 
     async def remaining() -> list[str]:
-        found = [await kube.get_or_none(k, n, namespace) for k, n in (
-            (DEPLOYMENT, "sample-cluster-head"), (DEPLOYMENT, "sample-cluster-worker"),
-            (SERVICE, "sample-cluster-head"))]
+        found = [
+            await kube.get_or_none(k, n, namespace)
+            for k, n in (
+                (DEPLOYMENT, "sample-cluster-head"),
+                (DEPLOYMENT, "sample-cluster-worker"),
+                (SERVICE, "sample-cluster-head"),
+            )
+        ]
         return [f["metadata"]["name"] for f in found if f is not None]
 
     await eventually(remaining, lambda r: r == [], timeout=30, what="children garbage-collected")
@@ -260,13 +299,40 @@ async def test_deleting_the_ray_removes_its_children(
     ("patch", "field", "accepted"),
     [
         ({"spec": {"head": {"replicas": 2}}}, "spec.head.replicas", "0 or 1"),
-        ({"spec": {"head": {"template": {"spec": {"containers": []}}}}},
-         "spec.head.template.spec.containers", "at least one container"),
-        ({"spec": {"worker": {"template": {"spec": {"containers": [{"name": "w"}]}}}}},
-         "spec.worker.template.spec.containers[0].image", "a container image"),
-        ({"spec": {"worker": {"template": {"spec": {"containers": [{"name": "w", "image": "i",
-          "ports": [{"containerPort": 1, "name": "a"}, {"containerPort": 2, "name": "a"}]}]}}}}},
-         "spec.worker.template.spec.containers[0].ports[1].name", "not used already"),
+        (
+            {"spec": {"head": {"template": {"spec": {"containers": []}}}}},
+            "spec.head.template.spec.containers",
+            "at least one container",
+        ),
+        (
+            {"spec": {"worker": {"template": {"spec": {"containers": [{"name": "w"}]}}}}},
+            "spec.worker.template.spec.containers[0].image",
+            "a container image",
+        ),
+        (
+            {
+                "spec": {
+                    "worker": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "w",
+                                        "image": "i",
+                                        "ports": [
+                                            {"containerPort": 1, "name": "a"},
+                                            {"containerPort": 2, "name": "a"},
+                                        ],
+                                    }
+                                ]
+                            }
+                        }
+                    }
+                }
+            },
+            "spec.worker.template.spec.containers[0].ports[1].name",
+            "not used already",
+        ),
     ],
 )
 async def test_invalid_spec_is_reported_and_others_are_still_served(
@@ -278,7 +344,8 @@ async def test_invalid_spec_is_reported_and_others_are_still_served(
     await kube.apply_manifest(bad, namespace)
     await kube.apply_manifest(example("ray-simple.yaml"), namespace)
     status = await eventually(
-        lambda: ray_status(kube, namespace, "bad"), lambda s: s.get("health") == "False",
+        lambda: ray_status(kube, namespace, "bad"),
+        lambda s: s.get("health") == "False",
         what="Health=False on the invalid Ray",
     )
     health = condition(status, "Health")
@@ -301,7 +368,8 @@ async def test_a_name_too_long_for_its_children_is_reported(
     manifest["metadata"]["name"] = "r" * 57
     await kube.apply_manifest(manifest, namespace)
     status = await eventually(
-        lambda: ray_status(kube, namespace, "r" * 57), lambda s: s.get("health") == "False",
+        lambda: ray_status(kube, namespace, "r" * 57),
+        lambda s: s.get("health") == "False",
         what="Health=False on the long name",
     )
     assert "metadata.name" in condition(status, "Health")["message"]
@@ -310,15 +378,21 @@ async def test_a_name_too_long_for_its_children_is_reported(
 
 @pytest.mark.parametrize(
     ("spec", "field"),
-    [({"worker": {"replicas": -1}}, "spec.worker.replicas"),
-     ({"worker": {"replicas": "three"}}, "spec.worker.replicas"),
-     ({"head": {"replicas": 1}}, "spec.worker")],
+    [
+        ({"worker": {"replicas": -1}}, "spec.worker.replicas"),
+        ({"worker": {"replicas": "three"}}, "spec.worker.replicas"),
+        ({"head": {"replicas": 1}}, "spec.worker"),
+    ],
 )
 async def test_schema_rejects_at_apply_naming_the_field(
     namespace: str, control_plane: LocalControlPlane, tmp_path: Path, spec: Obj, field: str
 ) -> None:
-    manifest = {"apiVersion": "ray.kubeflow.org/v1", "kind": "Ray",
-                "metadata": {"name": "rejected"}, "spec": spec}
+    manifest = {
+        "apiVersion": "ray.kubeflow.org/v1",
+        "kind": "Ray",
+        "metadata": {"name": "rejected"},
+        "spec": spec,
+    }
     path = tmp_path / "ray.yaml"
     path.write_text(yaml.safe_dump(manifest))
     result = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)

@@ -10,20 +10,49 @@ from ray_operator.localkube.pod_env import container_argv, container_env, expand
 
 POD = {
     "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "x"}},
-    "spec": {"containers": [{
-        "name": "c",
-        "command": ["ray"],
-        "args": ["start", "--address=$(RAY_HEAD_SERVICE):6379", "--cpus=$(CPUS)", "$$(literal)", "$(MISSING)"],
-        "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}},
-        "env": [
-            {"name": "RAY_NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "RAY_HEAD_SERVICE", "value": "head-of-$(RAY_NODE_IP)"},
-            {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"containerName": "c", "resource": "limits.cpu"}}},
-            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
-            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-            {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
-        ],
-    }]},
+    "spec": {
+        "containers": [
+            {
+                "name": "c",
+                "command": ["ray"],
+                "args": [
+                    "start",
+                    "--address=$(RAY_HEAD_SERVICE):6379",
+                    "--cpus=$(CPUS)",
+                    "$$(literal)",
+                    "$(MISSING)",
+                ],
+                "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}},
+                "env": [
+                    {
+                        "name": "RAY_NODE_IP",
+                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                    },
+                    {"name": "RAY_HEAD_SERVICE", "value": "head-of-$(RAY_NODE_IP)"},
+                    {
+                        "name": "CPUS",
+                        "valueFrom": {
+                            "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu"}
+                        },
+                    },
+                    {
+                        "name": "MEM",
+                        "valueFrom": {
+                            "resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}
+                        },
+                    },
+                    {
+                        "name": "APP",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}},
+                    },
+                    {
+                        "name": "FROM_CM",
+                        "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}},
+                    },
+                ],
+            }
+        ]
+    },
 }
 
 
@@ -33,25 +62,62 @@ def lookup(kind: str, name: str) -> dict[str, str] | None:
 
 def test_env_is_resolved_in_order_with_references() -> None:
     env = container_env(POD, POD["spec"]["containers"][0], "10.0.0.7", lookup)
-    assert env == {"RAY_NODE_IP": "10.0.0.7", "RAY_HEAD_SERVICE": "head-of-10.0.0.7", "CPUS": "2",
-                   "MEM": "2048", "APP": "x", "FROM_CM": "v"}
+    assert env == {
+        "RAY_NODE_IP": "10.0.0.7",
+        "RAY_HEAD_SERVICE": "head-of-10.0.0.7",
+        "CPUS": "2",
+        "MEM": "2048",
+        "APP": "x",
+        "FROM_CM": "v",
+    }
 
 
 def test_command_is_expanded_like_the_kubelet() -> None:
     env = container_env(POD, POD["spec"]["containers"][0], "10.0.0.7", lookup)
     argv = container_argv(POD["spec"]["containers"][0], env)
-    assert argv == ["ray", "start", "--address=head-of-10.0.0.7:6379", "--cpus=2", "$(literal)", "$(MISSING)"]
+    assert argv == [
+        "ray",
+        "start",
+        "--address=head-of-10.0.0.7:6379",
+        "--cpus=2",
+        "$(literal)",
+        "$(MISSING)",
+    ]
 
 
 def test_no_cpu_limit_means_the_node_cpus() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "env": [
-        {"name": "N", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]}]}}
-    assert container_env(pod, pod["spec"]["containers"][0], "ip", lookup)["N"] == str(os.cpu_count())
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "env": [
+                        {"name": "N", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}
+                    ],
+                }
+            ]
+        },
+    }
+    assert container_env(pod, pod["spec"]["containers"][0], "ip", lookup)["N"] == str(
+        os.cpu_count()
+    )
 
 
 def test_missing_required_key_is_an_error_naming_it() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "env": [
-        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}]}]}}
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "env": [
+                        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}
+                    ],
+                }
+            ]
+        },
+    }
     with pytest.raises(ValueError, match="Secret s has no key 'token'"):
         container_env(pod, pod["spec"]["containers"][0], "ip", lookup)
 

@@ -56,7 +56,10 @@ def test_default_head_listens_on_the_ray_ports_and_takes_cpus_from_limits() -> N
 def test_a_user_value_of_an_injected_variable_is_replaced_not_duplicated() -> None:
     manifest = yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text())
     container = manifest["spec"]["worker"]["template"]["spec"]["containers"][0]
-    container["env"] = [{"name": "RAY_HEAD_SERVICE", "value": "elsewhere"}, {"name": "A", "value": "1"}]
+    container["env"] = [
+        {"name": "RAY_HEAD_SERVICE", "value": "elsewhere"},
+        {"name": "A", "value": "1"},
+    ]
     manifest["metadata"].update(namespace="ml", uid="u")
     report = validate_ray(manifest)
     assert report.resource is not None
@@ -67,7 +70,18 @@ def test_a_user_value_of_an_injected_variable_is_replaced_not_duplicated() -> No
 
 
 def test_unnamed_and_udp_ports_get_stable_names() -> None:
-    template = {"spec": {"containers": [
-        {"name": "a", "ports": [{"containerPort": 6379}, {"containerPort": 53, "protocol": "UDP"},
-                                {"containerPort": 8265, "name": "dash"}]}]}}
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "a",
+                    "ports": [
+                        {"containerPort": 6379},
+                        {"containerPort": 53, "protocol": "UDP"},
+                        {"containerPort": 8265, "name": "dash"},
+                    ],
+                }
+            ]
+        }
+    }
     assert [p["name"] for p in service_ports(template)] == ["port-6379", "port-53-udp", "dash"]

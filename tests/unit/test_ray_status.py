@@ -7,24 +7,55 @@ from typing import Any
 from ray_operator.builders.ray_status import Observed, compute_status, status_changed
 
 
-def deployment(replicas: int, available: int, *, failure: bool = False, generation: int = 1) -> dict[str, Any]:
+def deployment(
+    replicas: int, available: int, *, failure: bool = False, generation: int = 1
+) -> dict[str, Any]:
     conditions = [
-        {"type": "Available", "status": "True" if available >= replicas else "False",
-         "reason": "MinimumReplicasAvailable", "message": "ok"},
-        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "p"},
+        {
+            "type": "Available",
+            "status": "True" if available >= replicas else "False",
+            "reason": "MinimumReplicasAvailable",
+            "message": "ok",
+        },
+        {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "NewReplicaSetAvailable",
+            "message": "p",
+        },
     ]
     if failure:
-        conditions.append({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                           "message": "pods \"x\" is forbidden: exceeded quota"})
-    return {"metadata": {"generation": generation},
-            "status": {"observedGeneration": generation, "replicas": replicas,
-                       "readyReplicas": available, "availableReplicas": available,
-                       "updatedReplicas": replicas, "conditions": conditions}}
+        conditions.append(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "x" is forbidden: exceeded quota',
+            }
+        )
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "updatedReplicas": replicas,
+            "conditions": conditions,
+        },
+    }
 
 
 def observe(head: Any, worker: Any, error: str | None = None) -> Observed:
-    return Observed(generation=1, head_desired=1, worker_desired=3, head=head, worker=worker,
-                    worker_selector="sel", error=error)
+    return Observed(
+        generation=1,
+        head_desired=1,
+        worker_desired=3,
+        head=head,
+        worker=worker,
+        worker_selector="sel",
+        error=error,
+    )
 
 
 def health(status: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +76,9 @@ def test_a_replica_failure_makes_health_false_with_the_reason() -> None:
     status = compute_status(None, observe(deployment(1, 1), deployment(3, 0, failure=True)), "t1")
     assert health(status)["status"] == "False"
     assert "exceeded quota" in health(status)["message"]
-    failure = next(c for c in status["conditions"] if c["type"] == "RayWorkerDeploymentReplicaFailure")
+    failure = next(
+        c for c in status["conditions"] if c["type"] == "RayWorkerDeploymentReplicaFailure"
+    )
     assert failure["status"] == "True"
 
 
@@ -66,6 +99,8 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
     second = compute_status(first, observe(deployment(1, 1), deployment(3, 3)), "t2")
     assert status_changed(first, second)
     assert health(second)["lastTransitionTime"] == "t2"
-    head_available = next(c for c in second["conditions"] if c["type"] == "RayHeadDeploymentAvailable")
+    head_available = next(
+        c for c in second["conditions"] if c["type"] == "RayHeadDeploymentAvailable"
+    )
     assert head_available["lastTransitionTime"] == "t1"
     assert second["startTime"] == "t1"

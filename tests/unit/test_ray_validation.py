@@ -14,7 +14,12 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def ray(spec: dict, name: str = "c") -> dict:
-    return {"apiVersion": "ray.kubeflow.org/v1", "kind": "Ray", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "ray.kubeflow.org/v1",
+        "kind": "Ray",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def test_both_original_examples_are_valid_and_only_limit_is_unknown() -> None:
@@ -42,18 +47,42 @@ def test_wrong_types_and_negative_counts_name_the_field() -> None:
 
 
 def test_duplicate_port_numbers_across_containers() -> None:
-    spec = {"worker": {"template": {"spec": {"containers": [
-        {"name": "a", "image": "i", "ports": [{"containerPort": 80}]},
-        {"name": "b", "image": "i", "ports": [{"containerPort": 80}]},
-    ]}}}}
+    spec = {
+        "worker": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "a", "image": "i", "ports": [{"containerPort": 80}]},
+                        {"name": "b", "image": "i", "ports": [{"containerPort": 80}]},
+                    ]
+                }
+            }
+        }
+    }
     (problem,) = validate_ray(ray(spec)).errors
     assert problem.field == "spec.worker.template.spec.containers[1].ports[0].containerPort"
     assert "containers[0].ports[0]" in problem.accepted
 
 
 def test_same_port_number_on_tcp_and_udp_is_fine() -> None:
-    spec = {"worker": {"template": {"spec": {"containers": [{"name": "a", "image": "i", "ports": [
-        {"containerPort": 53}, {"containerPort": 53, "protocol": "UDP"}]}]}}}}
+    spec = {
+        "worker": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "a",
+                            "image": "i",
+                            "ports": [
+                                {"containerPort": 53},
+                                {"containerPort": 53, "protocol": "UDP"},
+                            ],
+                        }
+                    ]
+                }
+            }
+        }
+    }
     assert validate_ray(ray(spec)).ok
 
 
@@ -64,8 +93,22 @@ def test_name_length_limit_is_exact() -> None:
 
 
 def test_unknown_fields_deep_in_the_template_are_found() -> None:
-    spec = {"worker": {"template": {"spec": {"containers": [{"name": "a", "image": "i",
-            "livenessProbe": {"httpGet": {"port": 1, "pathh": "/"}}}], "nodeSelectorr": {}}}}}
+    spec = {
+        "worker": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "a",
+                            "image": "i",
+                            "livenessProbe": {"httpGet": {"port": 1, "pathh": "/"}},
+                        }
+                    ],
+                    "nodeSelectorr": {},
+                }
+            }
+        }
+    }
     report = validate_ray(ray(spec))
     assert report.ok
     assert sorted(report.unknown_fields) == [
@@ -81,7 +124,10 @@ def test_cli_validate_exits_non_zero_with_the_same_messages(tmp_path: Path) -> N
     result = runner.invoke(app, ["validate", str(bad), str(EXAMPLES / "ray-full.yaml")])
     assert result.exit_code == 1
     assert "spec.head.replicas: 3 is not valid; a Ray cluster has one head: 0 or 1" in result.output
-    assert "warning: unknown field spec.head.template.spec.containers[0].resources.limit" in result.output
+    assert (
+        "warning: unknown field spec.head.template.spec.containers[0].resources.limit"
+        in result.output
+    )
     ok = runner.invoke(app, ["validate", str(EXAMPLES / "ray-simple.yaml")])
     assert ok.exit_code == 0 and "valid" in ok.output
 

@@ -32,12 +32,12 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         return _structural(defs[node["$ref"].split("/")[-1]], defs)
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
-        out = _structural(options[0], defs) if len(options) == 1 else {}
+        merged: Schema = _structural(options[0], defs) if len(options) == 1 else {}
         if len(options) != len(node["anyOf"]):
-            out["nullable"] = True
+            merged["nullable"] = True
         if "description" in node:
-            out["description"] = node["description"]
-        return out
+            merged["description"] = node["description"]
+        return merged
     out: Schema = {}
     kind = node.get("type")
     if kind:

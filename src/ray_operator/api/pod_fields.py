@@ -53,7 +53,10 @@ def pod_field_table() -> FieldTable:
 
 
 # Types whose content is free-form even though OpenAPI names them (quantities, int-or-string).
-_OPAQUE = {"io.k8s.apimachinery.pkg.api.resource.Quantity", "io.k8s.apimachinery.pkg.util.intstr.IntOrString"}
+_OPAQUE = {
+    "io.k8s.apimachinery.pkg.api.resource.Quantity",
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+}
 
 
 def unknown_fields(template: Any, path: str) -> list[str]:
@@ -85,10 +88,10 @@ def _walk(value: Any, type_name: str, path: str, table: FieldTable, found: list[
 
 
 def without_fields(template: Any, paths: list[str], prefix: str) -> Any:
-    """A copy of ``template`` without the fields at ``paths`` (as :func:`unknown_fields` names them)."""
+    """A copy of ``template`` without the fields at ``paths`` (named as by ``unknown_fields``)."""
     result = json.loads(json.dumps(template))
     for full in paths:
-        steps = _parse(full[len(prefix):])
+        steps = _parse(full[len(prefix) :])
         node = result
         for step in steps[:-1]:
             node = node[step]

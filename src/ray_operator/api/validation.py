@@ -98,7 +98,9 @@ def _check_template(replica: ReplicaSpec, path: str, report: Report) -> None:
     spec = replica.template.spec
     if spec is None or not spec.containers:
         report.errors.append(
-            Problem(f"{tpath}.spec.containers", [], "at least one container with a name and an image")
+            Problem(
+                f"{tpath}.spec.containers", [], "at least one container with a name and an image"
+            )
         )
         return
     names: dict[str, str] = {}
@@ -113,7 +115,11 @@ def _check_template(replica: ReplicaSpec, path: str, report: Report) -> None:
             if port.name:
                 if port.name in names:
                     report.errors.append(
-                        Problem(f"{ppath}.name", port.name, f"a name not used already by {names[port.name]}")
+                        Problem(
+                            f"{ppath}.name",
+                            port.name,
+                            f"a name not used already by {names[port.name]}",
+                        )
                     )
                 names[port.name] = ppath
             key = (port.containerPort, protocol)

@@ -25,7 +25,11 @@ def _cpu_limit_env(container: str) -> dict[str, Any]:
     return {
         "name": ENV_CPU_LIMIT,
         "valueFrom": {
-            "resourceFieldRef": {"containerName": container, "resource": "limits.cpu", "divisor": "1"}
+            "resourceFieldRef": {
+                "containerName": container,
+                "resource": "limits.cpu",
+                "divisor": "1",
+            }
         },
     }
 

@@ -78,12 +78,18 @@ def plan_cluster(
         namespace=meta.get("namespace", "default"),
         uid=meta.get("uid", ""),
         head=_role(spec.head, 1, default_head_template(ray_image), "spec.head.template", drop),
-        worker=_role(spec.worker, 1, default_worker_template(ray_image), "spec.worker.template", drop),
+        worker=_role(
+            spec.worker, 1, default_worker_template(ray_image), "spec.worker.template", drop
+        ),
     )
 
 
 def _role(
-    replica: ReplicaSpec | None, default_replicas: int, default_template: Obj, path: str, drop: list[str]
+    replica: ReplicaSpec | None,
+    default_replicas: int,
+    default_template: Obj,
+    path: str,
+    drop: list[str],
 ) -> RoleSpec:
     if replica is None:
         return RoleSpec(default_replicas, default_template)
@@ -145,7 +151,9 @@ def _node_ip_env() -> Obj:
     return {"name": ENV_NODE_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
 
 
-def _deployment(plan: ClusterPlan, role: str, role_spec: RoleSpec, name: str, env: list[Obj]) -> Obj:
+def _deployment(
+    plan: ClusterPlan, role: str, role_spec: RoleSpec, name: str, env: list[Obj]
+) -> Obj:
     # One head at a time: the old head must be gone before a new one starts (Recreate);
     # workers roll.
     strategy = {"type": "Recreate"} if role == ROLE_HEAD else {"type": "RollingUpdate"}
@@ -174,7 +182,7 @@ def build_head_deployment(plan: ClusterPlan) -> Obj:
 
 
 def build_worker_deployment(plan: ClusterPlan) -> Obj:
-    """The worker Deployment ``{name}-worker``; pods get ``RAY_NODE_IP`` and ``RAY_HEAD_SERVICE``."""
+    """The worker Deployment ``{name}-worker``; pods also get ``RAY_HEAD_SERVICE``."""
     env = [_node_ip_env(), {"name": ENV_HEAD_SERVICE, "value": head_name(plan.name)}]
     return _deployment(plan, ROLE_WORKER, plan.worker, worker_name(plan.name), env)
 

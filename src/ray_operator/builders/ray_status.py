@@ -60,7 +60,7 @@ def _settled(deployment: Obj | None, desired: int) -> bool:
         return False
     counts = replica_counts(deployment)
     status = deployment.get("status", {})
-    seen = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    seen = int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 0))
     return (
         seen
         and counts["updatedReplicas"] >= desired
@@ -78,8 +78,14 @@ def _failure(deployment: Obj | None) -> str | None:
     return None
 
 
-def _merge(previous: dict[str, Obj], ctype: str, status: str, reason: str | None,
-           message: str | None, now: str) -> Obj:
+def _merge(
+    previous: dict[str, Obj],
+    ctype: str,
+    status: str,
+    reason: str | None,
+    message: str | None,
+    now: str,
+) -> Obj:
     """A condition, keeping its times when nothing about it changed."""
     old = previous.get(ctype)
     cond: Obj = {"type": ctype, "status": status}
@@ -122,12 +128,24 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
         reason = observed.error_reason if observed.error else "DeploymentFailure"
         health = _merge(prev_conds, COND_HEALTH, "False", reason, failure, now)
     elif head_ok and worker_ok:
-        health = _merge(prev_conds, COND_HEALTH, "True", "AllReplicasAvailable",
-                        "head and workers are all available", now)
+        health = _merge(
+            prev_conds,
+            COND_HEALTH,
+            "True",
+            "AllReplicasAvailable",
+            "head and workers are all available",
+            now,
+        )
     else:
         waiting = [role for role, ok in (("head", head_ok), ("workers", worker_ok)) if not ok]
-        health = _merge(prev_conds, COND_HEALTH, "Unknown", "Progressing",
-                        f"waiting for {' and '.join(waiting)} to be available", now)
+        health = _merge(
+            prev_conds,
+            COND_HEALTH,
+            "Unknown",
+            "Progressing",
+            f"waiting for {' and '.join(waiting)} to be available",
+            now,
+        )
     conditions.insert(0, health)
 
     head_counts = replica_counts(observed.head)

@@ -71,7 +71,9 @@ def validate(
             for problem in report.errors:
                 typer.echo(f"{path}: Ray/{name}: error: {problem}", err=True)
             for field in report.unknown_fields:
-                typer.echo(f"{path}: Ray/{name}: warning: unknown field {field} is ignored", err=True)
+                typer.echo(
+                    f"{path}: Ray/{name}: warning: unknown field {field} is ignored", err=True
+                )
             if report.ok:
                 typer.echo(f"{path}: Ray/{name}: valid")
             failed = failed or not report.ok

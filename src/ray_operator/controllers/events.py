@@ -18,7 +18,9 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def post_event(kube: Kube, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+async def post_event(
+    kube: Kube, involved: dict[str, Any], kind: str, reason: str, message: str
+) -> None:
     """Post one event (``kind`` is Normal or Warning); a failure to post is logged, not raised."""
     meta = involved["metadata"]
     now = now_rfc3339()

@@ -40,7 +40,9 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     kube = await Kube.connect(config.kubeconfig)
     _State.reconciler = RayReconciler(kube, config)
-    _State.resync_task = asyncio.create_task(_resync_forever(_State.reconciler, config.resync_seconds))
+    _State.resync_task = asyncio.create_task(
+        _resync_forever(_State.reconciler, config.resync_seconds)
+    )
 
 
 async def _resync_forever(rec: RayReconciler, every: float) -> None:

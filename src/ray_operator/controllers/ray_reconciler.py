@@ -104,7 +104,11 @@ class RayReconciler:
         report = validate_ray(body)
         for path in report.unknown_fields:
             await self._report_once(
-                body, key, generation, "Warning", REASON_UNKNOWN_FIELD,
+                body,
+                key,
+                generation,
+                "Warning",
+                REASON_UNKNOWN_FIELD,
                 f"unknown field {path} is ignored (not part of a Kubernetes pod template)",
             )
         head_desired, worker_desired = _written_replicas(body)
@@ -137,7 +141,9 @@ class RayReconciler:
         if status_changed(previous, status):
             status["lastReconcileTime"] = now
             try:
-                updated = await self.kube.patch(RAY, name, {"status": status}, ns, subresource="status")
+                updated = await self.kube.patch(
+                    RAY, name, {"status": status}, ns, subresource="status"
+                )
                 self.rays[key] = updated
             except KubeError as exc:
                 if not exc.not_found:
@@ -173,7 +179,10 @@ class RayReconciler:
             else:
                 self._remember(ckey, created)
                 await post_event(
-                    self.kube, owner, "Normal", REASON_CREATED,
+                    self.kube,
+                    owner,
+                    "Normal",
+                    REASON_CREATED,
                     f"Successfully create the {noun} {meta['name']}",
                 )
                 return None
@@ -185,7 +194,10 @@ class RayReconciler:
             replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             if desired["kind"] == "Service":
                 # clusterIP is immutable and assigned by the apiserver: keep it.
-                replacement["spec"] = {**desired["spec"], "clusterIP": current["spec"].get("clusterIP")}
+                replacement["spec"] = {
+                    **desired["spec"],
+                    "clusterIP": current["spec"].get("clusterIP"),
+                }
             updated = await self.kube.replace(kind, replacement)
         except KubeError as exc:
             if exc.not_found:
@@ -198,7 +210,11 @@ class RayReconciler:
             return msg, REASON_FAILED_UPDATE
         self._remember(ckey, updated)
         await post_event(
-            self.kube, owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} {meta['name']}"
+            self.kube,
+            owner,
+            "Normal",
+            REASON_UPDATED,
+            f"Successfully update the {noun} {meta['name']}",
         )
         return None
 

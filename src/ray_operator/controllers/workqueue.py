@@ -32,7 +32,9 @@ class WorkQueue:
                 try:
                     await self._work(key)
                 except Exception:  # noqa: BLE001 - one cluster's failure must not stop the others
-                    log.exception("reconcile of %s failed; retrying in %ss", key, self._retry_seconds)
+                    log.exception(
+                        "reconcile of %s failed; retrying in %ss", key, self._retry_seconds
+                    )
                     await asyncio.sleep(self._retry_seconds)
                     self._dirty.add(key)
                 if key not in self._dirty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -47,6 +48,13 @@ class LocalControlPlane:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     api_port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # More `system:masters` users, each with a token of its own (see `kubeconfig_for`), so one
+    # client's requests can be told apart: 1.20's apiserver_request_total has no client label.
+    extra_users: tuple[str, ...] = ()
+    # Write `audit_log_path`: one JSON line per request of the extra users (all users when there
+    # are none), Metadata level, stages RequestReceived and ResponseComplete.
+    audit_log: bool = False
+    user_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -57,6 +65,17 @@ class LocalControlPlane:
     def kubeconfig(self) -> Path:
         """A kubeconfig for a `system:masters` user."""
         return self.workdir / "kubeconfig"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """The audit log (written only with ``audit_log=True``)."""
+        return self.workdir / "audit.log"
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig for one of ``extra_users`` (call after ``start``)."""
+        path = self.workdir / f"kubeconfig-{user}"
+        path.write_text(self.kubeconfig_text(self.user_tokens[user], user))
+        return path
 
     @property
     def kubectl(self) -> Path:
@@ -115,6 +134,7 @@ class LocalControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
+                *self._audit_flags(),
                 "--v=0",
             ],
         )
@@ -193,7 +213,11 @@ class LocalControlPlane:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         d = self.workdir
-        (d / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        lines = [f'{self.token},admin,admin,"system:masters"']
+        for user in self.extra_users:
+            token = self.user_tokens.setdefault(user, secrets.token_hex(16))
+            lines.append(f'{token},{user},{user},"system:masters"')
+        (d / "tokens.csv").write_text("\n".join(lines) + "\n")
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         (d / "sa.key").write_bytes(
             key.private_bytes(
@@ -207,6 +231,27 @@ class LocalControlPlane:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        rule: dict[str, object] = {"level": "Metadata"}
+        if self.extra_users:
+            rule["users"] = list(self.extra_users)
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["ResponseStarted"],
+            "rules": [rule, {"level": "None"}],
+        }
+        path = self.workdir / "audit-policy.json"  # JSON is YAML
+        path.write_text(json.dumps(policy))
+        return [
+            f"--audit-policy-file={path}",
+            f"--audit-log-path={self.audit_log_path}",
+            "--audit-log-mode=blocking",  # written as each request is handled, not batched
+            "--audit-log-maxsize=10000",  # MB: never rotated during a run
+        ]
 
     def kubeconfig_text(self, token: str, user: str) -> str:
         """A kubeconfig that reaches this apiserver with a bearer token."""
@@ -227,7 +272,7 @@ class LocalControlPlane:
             for proc in self.processes:
                 if proc.poll() is not None:
                     raise ControlPlaneError(
-                        f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}"
+                        f"{proc.args!r} exited with {proc.returncode}; see {self.workdir}"
                     )
             try:
                 r = httpx.get(f"{self.server}/readyz", headers=headers, verify=False, timeout=2)

@@ -15,9 +15,18 @@ Lookup = Callable[[str, str], Mapping[str, str] | None]
 
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _SUFFIX = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
 }
 
 
@@ -68,7 +77,7 @@ def _field(pod: Obj, path: str, pod_ip: str) -> str:
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
     }
     if path in simple:
-        return simple[path]
+        return str(simple[path])
     match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
     if match:
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
@@ -100,18 +109,18 @@ def container_env(pod: Obj, container: Obj, pod_ip: str, lookup: Lookup) -> dict
                 if "configMapKeyRef" in source
                 else ("Secret", source["secretKeyRef"])
             )
-            value = (lookup(kind, ref["name"]) or {}).get(ref["key"])
-            if value is None and not ref.get("optional"):
+            found = (lookup(kind, ref["name"]) or {}).get(ref["key"])
+            if found is None and not ref.get("optional"):
                 raise ValueError(f"env {name}: {kind} {ref['name']} has no key {ref['key']!r}")
-            if value is not None:
-                env[name] = value
+            if found is not None:
+                env[name] = found
         else:
             env[name] = ""
     return env
 
 
 def container_argv(container: Obj, env: Mapping[str, str]) -> list[str]:
-    """command + args with ``$(VAR)`` expanded, as the kubelet would start them."""
+    """Command + args with ``$(VAR)`` expanded, as the kubelet would start them."""
     command = container.get("command")
     if not command:
         raise ValueError(

@@ -87,7 +87,7 @@ class PodNetwork:
         (OWNERS / self.runner_id).write_text(str(os.getpid()))
         used = _used_subnets()
         for third in range(secrets.randbelow(200), 256):
-            candidate = ipaddress.ip_network(f"10.250.{third}.0/24")
+            candidate = ipaddress.IPv4Network(f"10.250.{third}.0/24")
             if str(candidate) not in used:
                 self.subnet = candidate
                 break

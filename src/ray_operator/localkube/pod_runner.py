@@ -78,12 +78,16 @@ class PodRunner:
         self.run_containers = run_containers
         self.label_selector = label_selector
         # Not under /tmp: each pod gets a private /tmp mounted over it.
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ray-operator-pods-", dir="/var/tmp"))
+        self.workdir = workdir or Path(
+            tempfile.mkdtemp(prefix="ray-operator-pods-", dir="/var/tmp")
+        )
         self.pods: dict[PodKey, LocalPod] = {}
         self.network = PodNetwork() if run_containers else None
         # Status-only pods get addresses nobody serves (nothing is sent to them); Endpoints
         # refuse loopback addresses, so these are not 127.x.
-        self._addresses = (f"10.251.{b}.{c}" for b, c in itertools.product(range(256), range(2, 255)))
+        self._addresses = (
+            f"10.251.{b}.{c}" for b, c in itertools.product(range(256), range(2, 255))
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._hosts_cache: dict[Path, str] = {}
 
@@ -124,8 +128,15 @@ class PodRunner:
         status = {
             "capacity": {"cpu": cpus, "memory": "24Gi", "pods": "1000"},
             "allocatable": {"cpu": cpus, "memory": "24Gi", "pods": "1000"},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "lastHeartbeatTime": _now(), "lastTransitionTime": _now()}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "lastHeartbeatTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            ],
             "addresses": [{"type": "Hostname", "address": NODE_NAME}],
         }
         await self.kube.patch(NODE, NODE_NAME, {"status": status}, subresource="status")
@@ -161,7 +172,8 @@ class PodRunner:
                 # The kubelet's last word: the containers are gone, the pod can go.
                 with contextlib.suppress(KubeError):
                     await self.kube.request(
-                        "DELETE", POD.path(key[0], key[1]),
+                        "DELETE",
+                        POD.path(key[0], key[1]),
                         {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
                     )
             return
@@ -210,16 +222,21 @@ class PodRunner:
                     local.restarts[name] = local.restarts.get(name, 0) + 1
                     delay = backoff.get(name, 1.0)
                     backoff[name] = min(delay * 2, 10.0)
-                    log.info("container %s of %s/%s exited with %s; restarting in %ss",
-                             name, *local.key, proc.returncode, delay)
+                    log.info(
+                        "container %s of %s/%s exited with %s; restarting in %ss",
+                        name,
+                        *local.key,
+                        proc.returncode,
+                        delay,
+                    )
                     if local.ready:
                         local.ready = False
                         await self._write_status(local, pod, ready=False)
                     await asyncio.sleep(delay)
                 local.processes[name] = self._start_container(local, pod, container, data)
-            ready = all(
-                await asyncio.gather(*(self._probe(local, c) for c in containers))
-            ) and all(p.poll() is None for p in local.processes.values())
+            ready = all(await asyncio.gather(*(self._probe(local, c) for c in containers))) and all(
+                p.poll() is None for p in local.processes.values()
+            )
             if ready != local.ready:
                 local.ready = ready
                 await self._write_status(local, pod, ready=ready)
@@ -252,8 +269,21 @@ class PodRunner:
         )
         log_file = open(local.workdir / f"{container['name']}.log", "ab")  # noqa: SIM115
         return subprocess.Popen(
-            ["ip", "netns", "exec", local.netns, "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", setup, "sh", *argv],
+            [
+                "ip",
+                "netns",
+                "exec",
+                local.netns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                setup,
+                "sh",
+                *argv,
+            ],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -276,7 +306,7 @@ class PodRunner:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(local.ip, port), 2)
                 writer.close()
                 return True
-        except (OSError, httpx.HTTPError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, httpx.HTTPError):
             return False
         return True  # exec probes are not run locally
 
@@ -345,15 +375,17 @@ class PodRunner:
                 addresses = _endpoint_addresses(ep)
                 if addresses:
                     name = ep["metadata"]["name"]
-                    entries.setdefault(ns, []).append(
-                        f"{addresses[0]} {name} {name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local"
-                    )
+                    names = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+                    entries.setdefault(ns, []).append(" ".join([addresses[0], *names]))
         for pod in self.pods.values():
             if pod.workdir is None:
                 continue
-            text = "\n".join(
-                ["127.0.0.1 localhost", f"{pod.ip} {pod.key[1]}", *entries.get(pod.key[0], [])]
-            ) + "\n"
+            text = (
+                "\n".join(
+                    ["127.0.0.1 localhost", f"{pod.ip} {pod.key[1]}", *entries.get(pod.key[0], [])]
+                )
+                + "\n"
+            )
             path = pod.workdir / "hosts"
             if self._hosts_cache.get(path) != text:
                 # Rewrite in place: the bind mount inside the pod follows the inode.
@@ -412,9 +444,17 @@ class PodRunner:
     async def _write_failed(self, local: LocalPod, message: str) -> None:
         with contextlib.suppress(KubeError):
             await self.kube.patch(
-                POD, local.key[1],
-                {"status": {"phase": "Failed", "reason": "LocalRunFailed", "message": message[:1000]}},
-                local.key[0], "status",
+                POD,
+                local.key[1],
+                {
+                    "status": {
+                        "phase": "Failed",
+                        "reason": "LocalRunFailed",
+                        "message": message[:1000],
+                    }
+                },
+                local.key[0],
+                "status",
             )
 
     async def _end_pod(self, key: PodKey) -> None:
