@@ -375,6 +375,9 @@ class RayJobReconciler:
         if submission_id and address and not is_terminal(status):
             if data is not None and data.get(KEY_KILL) != "true":
                 await self._set_kill(ns, name)  # the runner stops it too, with its own token
+            if not self._may_have_submitted(ns, name, status):
+                await self._remove_finalizer(body)
+                return
             error = await self._stop(address, submission_id)
             if error is not None:
                 waited = _seconds_since(meta["deletionTimestamp"])
@@ -393,6 +396,16 @@ class RayJobReconciler:
                     f"stopped Ray job {submission_id} at {address} before deleting the RayJob",
                 )
         await self._remove_finalizer(body)
+
+    def _may_have_submitted(self, ns: str, name: str, status: Obj) -> bool:
+        """False only when no runner can have reached Ray: no submit time, no running Pod.
+
+        (A runner that starts now reads ``kill`` first and does not submit.)
+        """
+        if status.get("submitTime"):
+            return True
+        pod = self._child("Pod", ns, name)
+        return ((pod or {}).get("status") or {}).get("phase") == "Running"
 
     async def _stop(self, address: str, submission_id: str) -> str | None:
         """Stop one Ray job; None when stopped, already ended or never submitted, else why not."""
