@@ -152,7 +152,12 @@ async def install_and_run(
         for obj in cluster_scoped:
             await kube.delete(KINDS_BY_NAME[obj["kind"]], obj["metadata"]["name"])
     log = operator.logs()
-    refused = [line for line in log.splitlines() if any(word in line for word in REFUSALS)]
+    # A namespace of an earlier test still being deleted refuses new objects with a 403 too:
+    # that is not the chart's RBAC.
+    refused = [
+        line for line in log.splitlines()
+        if any(word in line for word in REFUSALS) and "because it is being terminated" not in line
+    ]
     assert refused == [], "the operator was refused with the chart's RBAC:\n" + "\n".join(refused)
 
 
