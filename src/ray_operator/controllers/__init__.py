@@ -1,5 +1,5 @@
 """Thin kopf controllers: importing this package registers every handler of the operator."""
 
-from ray_operator.controllers import login, ray, rayjob, raypipeline
+from ray_operator.controllers import login, ray, rayjob, raypipeline, runtime
 
-__all__ = ["login", "ray", "rayjob", "raypipeline"]
+__all__ = ["login", "ray", "rayjob", "raypipeline", "runtime"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -52,3 +53,22 @@ async def post_event(
         await kube.create(EVENT, body)
     except KubeError as exc:
         log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
+
+
+class EventRecorder:
+    """Posts events in the background, so a reconcile never waits for its own announcements."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def emit(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post one event soon (Normal or Warning)."""
+        task = asyncio.create_task(post_event(self.kube, involved, kind, reason, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait until every event emitted so far is posted."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

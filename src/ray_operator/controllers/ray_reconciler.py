@@ -7,6 +7,7 @@ writes what differs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ray_operator.builders.ray_cluster import (
     worker_selector,
 )
 from ray_operator.builders.ray_status import Observed, compute_status, status_changed
-from ray_operator.controllers.events import now_rfc3339, post_event
+from ray_operator.controllers.events import EventRecorder, now_rfc3339
 from ray_operator.controllers.workqueue import WorkQueue
 from ray_operator.kube import DEPLOYMENT, RAY, SERVICE, Kind, Kube, KubeError
 from ray_operator.settings import Settings
@@ -57,9 +58,11 @@ class RayReconciler:
     # (key, generation, message) already reported, so a timer does not repeat warnings.
     reported: set[tuple[Key, int, str]] = field(default_factory=set)
     queue: WorkQueue = field(init=False)
+    events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self._reconcile_key)
+        self.events = EventRecorder(self.kube)
 
     # --- watch feed -------------------------------------------------------------------------
     def on_ray_event(self, event_type: str | None, body: Obj) -> None:
@@ -82,6 +85,10 @@ class RayReconciler:
         cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
         if cluster and (meta["namespace"], cluster) in self.rays:
             self.queue.trigger((meta["namespace"], cluster))
+
+    async def close(self) -> None:
+        """Post the events still pending."""
+        await self.events.drain()
 
     def resync(self) -> None:
         """Reconcile every known cluster (the periodic safety net)."""
@@ -120,10 +127,11 @@ class RayReconciler:
         else:
             plan = plan_cluster(report.resource, self.settings.ray_image, report.unknown_fields)
             head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
-            for desired in build_children(plan):
-                failure = await self._ensure(body, desired)
-                if failure and error is None:
-                    error, error_reason = failure
+            # The children do not depend on each other: write them side by side.
+            results = await asyncio.gather(*(self._ensure(body, d) for d in build_children(plan)))
+            failure = next((r for r in results if r), None)
+            if failure:
+                error, error_reason = failure
         ns, name = key
         observed = Observed(
             generation=generation,
@@ -156,7 +164,7 @@ class RayReconciler:
         if mark in self.reported:
             return
         self.reported.add(mark)
-        await post_event(self.kube, body, kind, reason, message)
+        self.events.emit(body, kind, reason, message)
 
     async def _ensure(self, owner: Obj, desired: Obj) -> tuple[str, str] | None:
         """Create or repair one child; returns (message, reason) on failure."""
@@ -171,15 +179,14 @@ class RayReconciler:
             except KubeError as exc:
                 if not exc.conflict:
                     msg = f"Failed to create the {noun} {meta['name']}: {exc.message}"
-                    await post_event(self.kube, owner, "Warning", f"{REASON_FAILED_CREATE}", msg)
+                    self.events.emit(owner, "Warning", f"{REASON_FAILED_CREATE}", msg)
                     return msg, REASON_FAILED_CREATE
                 # Created already (our cache lags behind the watch): read it and compare.
                 existing = await self.kube.get(kind, meta["name"], meta["namespace"])
                 self.children[ckey] = existing
             else:
                 self._remember(ckey, created)
-                await post_event(
-                    self.kube,
+                self.events.emit(
                     owner,
                     "Normal",
                     REASON_CREATED,
@@ -206,11 +213,10 @@ class RayReconciler:
             if exc.conflict:
                 raise  # changed meanwhile: the work queue retries with the newer version
             msg = f"Failed to update the {noun} {meta['name']}: {exc.message}"
-            await post_event(self.kube, owner, "Warning", REASON_FAILED_UPDATE, msg)
+            self.events.emit(owner, "Warning", REASON_FAILED_UPDATE, msg)
             return msg, REASON_FAILED_UPDATE
         self._remember(ckey, updated)
-        await post_event(
-            self.kube,
+        self.events.emit(
             owner,
             "Normal",
             REASON_UPDATED,

@@ -143,6 +143,9 @@ class RayJobReconciler:
         if job and (meta["namespace"], job) in self.jobs:
             self.queue.trigger((meta["namespace"], job))
 
+    async def close(self) -> None:
+        """Nothing scheduled of its own to cancel."""
+
     def resync(self) -> None:
         """Reconcile every known RayJob from the caches (the periodic safety net)."""
         for key in list(self.jobs):
@@ -178,9 +181,12 @@ class RayJobReconciler:
         if checked.spec is None:
             assert checked.error is not None
             await self._report_once(body, "Warning", REASON_INVALID_SPEC, checked.error)
-            await self._write_status(body, compute_rayjob_status(
-                previous, data, note=checked.error, note_reason=REASON_INVALID_SPEC
-            ))
+            await self._write_status(
+                body,
+                compute_rayjob_status(
+                    previous, data, note=checked.error, note_reason=REASON_INVALID_SPEC
+                ),
+            )
             return
         spec = checked.spec
         mirrored = compute_rayjob_status(previous, data)
@@ -193,15 +199,21 @@ class RayJobReconciler:
             waiting = ray_not_ready(self.rays.get((ns, spec.cluster)), spec.cluster, ns)
             if waiting:
                 await self._report_once(body, "Normal", REASON_WAITING, waiting)
-                await self._write_status(body, compute_rayjob_status(
-                    previous, data, note=waiting, note_reason=REASON_WAITING
-                ))
+                await self._write_status(
+                    body,
+                    compute_rayjob_status(previous, data, note=waiting, note_reason=REASON_WAITING),
+                )
                 return
         if configmap is None and spec.kill and not previous.get("submitTime"):
-            await self._write_status(body, {
-                **previous, "jobStatus": "STOPPED", "reason": "Stopped",
-                "message": "spec.kill was set before the job was submitted",
-            })
+            await self._write_status(
+                body,
+                {
+                    **previous,
+                    "jobStatus": "STOPPED",
+                    "reason": "Stopped",
+                    "message": "spec.kill was set before the job was submitted",
+                },
+            )
             return
         body = await self._add_finalizer(body)
         # The submission id is chosen and stored in the status before anything can submit it:
@@ -216,9 +228,12 @@ class RayJobReconciler:
         if spec.kill and data is not None and data.get(KEY_KILL) != "true":
             data = await self._set_kill(ns, name) or data
         note, reason = failure or self._runner_problem(ns, name, data)
-        await self._write_status(body, compute_rayjob_status(
-            body.get("status"), data, submission_id, note=note, note_reason=reason
-        ))
+        await self._write_status(
+            body,
+            compute_rayjob_status(
+                body.get("status"), data, submission_id, note=note, note_reason=reason
+            ),
+        )
 
     def _runner_problem(
         self, ns: str, name: str, data: dict[str, str] | None
@@ -280,7 +295,10 @@ class RayJobReconciler:
                 await post_event(self.kube, body, "Warning", REASON_FAILED_CREATE, message)
                 return message, REASON_FAILED_CREATE
             await post_event(
-                self.kube, body, "Normal", REASON_CREATED,
+                self.kube,
+                body,
+                "Normal",
+                REASON_CREATED,
                 f"Successfully create the {kind_name.lower()} {child}",
             )
         return None
@@ -386,13 +404,19 @@ class RayJobReconciler:
                     self._later((ns, name), STOP_RETRY_SECONDS)
                     return
                 await post_event(
-                    self.kube, body, "Warning", REASON_FAILED_STOP,
+                    self.kube,
+                    body,
+                    "Warning",
+                    REASON_FAILED_STOP,
                     f"could not stop Ray job {submission_id} at {address} within "
                     f"{STOP_GRACE_SECONDS:g}s ({error}); deleting the RayJob anyway",
                 )
             else:
                 await post_event(
-                    self.kube, body, "Normal", REASON_STOPPED,
+                    self.kube,
+                    body,
+                    "Normal",
+                    REASON_STOPPED,
                     f"stopped Ray job {submission_id} at {address} before deleting the RayJob",
                 )
         await self._remove_finalizer(body)

@@ -12,8 +12,16 @@ log = logging.getLogger(__name__)
 class WorkQueue:
     """Run ``work(key)`` after each trigger, never twice at once for a key, merging bursts."""
 
-    def __init__(self, work: Callable[[Hashable], Awaitable[None]], retry_seconds: float = 2.0):
+    def __init__(
+        self,
+        work: Callable[[Hashable], Awaitable[None]],
+        retry_seconds: float = 2.0,
+        max_concurrent: int = 8,
+    ):
         self._work = work
+        # Bounded like controller-runtime's MaxConcurrentReconciles: hundreds of reconciles at
+        # once only queue up in the HTTP pool and finish later, all of them.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._dirty: set[Hashable] = set()
         self._retry_seconds = retry_seconds
@@ -30,7 +38,8 @@ class WorkQueue:
             while True:
                 self._dirty.discard(key)
                 try:
-                    await self._work(key)
+                    async with self._slots:
+                        await self._work(key)
                 except Exception:  # noqa: BLE001 - one cluster's failure must not stop the others
                     log.exception(
                         "reconcile of %s failed; retrying in %ss", key, self._retry_seconds
