@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.control_plane import LocalControlPlane, die_with_parent
 
 
 class OperatorProcess:
@@ -42,6 +42,7 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # never outlive a killed test session
         )
         return self
 
