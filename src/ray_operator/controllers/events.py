@@ -58,15 +58,21 @@ async def post_event(
 class EventRecorder:
     """Posts events in the background, so a reconcile never waits for its own announcements."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, max_in_flight: int = 2) -> None:
         self.kube = kube
         self._pending: set[asyncio.Task[None]] = set()
+        # Announcements yield to the work itself: only a few posts share the apiserver with it.
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     def emit(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post one event soon (Normal or Warning)."""
-        task = asyncio.create_task(post_event(self.kube, involved, kind, reason, message))
+        task = asyncio.create_task(self._post(involved, kind, reason, message))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _post(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        async with self._slots:
+            await post_event(self.kube, involved, kind, reason, message)
 
     async def drain(self) -> None:
         """Wait until every event emitted so far is posted."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,9 @@ class RayReconciler:
     written_generation: dict[ChildKey, int] = field(default_factory=dict)
     # (key, generation, message) already reported, so a timer does not repeat warnings.
     reported: set[tuple[Key, int, str]] = field(default_factory=set)
+    # Seconds between two status writes of one cluster (bursts of child events are merged).
+    status_interval: float = 1.0
+    last_status_write: dict[Key, float] = field(default_factory=dict)
     queue: WorkQueue = field(init=False)
     events: EventRecorder = field(init=False)
 
@@ -70,6 +74,7 @@ class RayReconciler:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
             self.rays.pop(key, None)
+            self.last_status_write.pop(key, None)
             return
         self.rays[key] = body
         self.queue.trigger(key)
@@ -147,6 +152,13 @@ class RayReconciler:
         now = now_rfc3339()
         status = compute_status(previous, observed, now)
         if status_changed(previous, status):
+            # While replica counts climb, write at most once per interval per cluster; the
+            # deferred reconcile writes whatever is true by then (a burst costs one write).
+            wait = self.last_status_write.get(key, -1e9) + self.status_interval - time.monotonic()
+            if wait > 0:
+                asyncio.get_running_loop().call_later(wait, self.queue.trigger, key)
+                return
+            self.last_status_write[key] = time.monotonic()
             status["lastReconcileTime"] = now
             try:
                 updated = await self.kube.patch(

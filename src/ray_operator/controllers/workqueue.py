@@ -16,7 +16,7 @@ class WorkQueue:
         self,
         work: Callable[[Hashable], Awaitable[None]],
         retry_seconds: float = 2.0,
-        max_concurrent: int = 8,
+        max_concurrent: int = 24,
     ):
         self._work = work
         # Bounded like controller-runtime's MaxConcurrentReconciles: hundreds of reconciles at
