@@ -60,7 +60,9 @@ def _settled(deployment: Obj | None, desired: int) -> bool:
         return False
     counts = replica_counts(deployment)
     status = deployment.get("status", {})
-    seen = int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 0))
+    seen = int(status.get("observedGeneration", 0)) >= int(
+        deployment["metadata"].get("generation", 0)
+    )
     return (
         seen
         and counts["updatedReplicas"] >= desired

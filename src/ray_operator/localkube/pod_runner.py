@@ -375,7 +375,12 @@ class PodRunner:
                 addresses = _endpoint_addresses(ep)
                 if addresses:
                     name = ep["metadata"]["name"]
-                    names = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+                    names = [
+                        name,
+                        f"{name}.{ns}",
+                        f"{name}.{ns}.svc",
+                        f"{name}.{ns}.svc.cluster.local",
+                    ]
                     entries.setdefault(ns, []).append(" ".join([addresses[0], *names]))
         for pod in self.pods.values():
             if pod.workdir is None:
