@@ -5,7 +5,8 @@ Two modes:
   Deployment controller to make Deployments Available, which is what ``Health`` reads);
 - containers: each container's command runs as a local process, inside a network namespace of
   its own with the pod's address, with the env the pod spec resolves to, Service names
-  resolvable through a private ``/etc/hosts``, and a private ``/tmp``. The image is not pulled:
+  resolvable through a private ``/etc/hosts``, and a temporary directory of its own (``TMPDIR``;
+  not a mount over ``/tmp``, which may hold the project itself). The image is not pulled:
   commands run with this machine's programs (``ray`` from the active virtualenv). A pod is
   Ready when its containers' readiness probes (httpGet, tcpSocket) pass; a container that exits
   is restarted with a back-off; the processes end when the pod goes.
@@ -56,6 +57,7 @@ class LocalPod:
     ip: str
     netns: str | None = None
     workdir: Path | None = None
+    tmpdir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     ready: bool = False
@@ -77,10 +79,7 @@ class PodRunner:
         self.namespace = namespace
         self.run_containers = run_containers
         self.label_selector = label_selector
-        # Not under /tmp: each pod gets a private /tmp mounted over it.
-        self.workdir = workdir or Path(
-            tempfile.mkdtemp(prefix="ray-operator-pods-", dir="/var/tmp")
-        )
+        self._workdir = workdir
         self.pods: dict[PodKey, LocalPod] = {}
         self.network = PodNetwork() if run_containers else None
         # Status-only pods get addresses nobody serves (nothing is sent to them); Endpoints
@@ -197,7 +196,9 @@ class PodRunner:
             assert self.network is not None
             local.netns, local.ip = await asyncio.to_thread(self.network.add_pod)
             local.workdir = self.workdir / f"{local.key[0]}_{local.key[1]}"
-            (local.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+            local.workdir.mkdir(parents=True, exist_ok=True)
+            # Short: Ray puts unix sockets under it, and their paths may not exceed 107 bytes.
+            local.tmpdir = Path(tempfile.mkdtemp(prefix="rp", dir="/var/tmp"))
             await self._refresh_hosts()
             await self._write_status(local, pod, ready=False)
             await self._supervise(local, pod)
@@ -245,7 +246,7 @@ class PodRunner:
     def _start_container(
         self, local: LocalPod, pod: Obj, container: Obj, data: dict[tuple[str, str], dict[str, str]]
     ) -> subprocess.Popen[bytes]:
-        assert local.workdir is not None and local.netns is not None
+        assert local.workdir is not None and local.tmpdir is not None and local.netns is not None
         env = container_env(pod, container, local.ip, lambda kind, name: data.get((kind, name)))
         argv = container_argv(container, env)
         hosts = local.workdir / "hosts"
@@ -254,6 +255,7 @@ class PodRunner:
         full_env = {
             "PATH": path,
             "HOME": str(local.workdir),
+            "TMPDIR": str(local.tmpdir),
             "HOSTNAME": local.key[1],
             # Names resolve only through the pod's /etc/hosts (there is no cluster DNS), which
             # gRPC's bundled c-ares resolver does not consult; Ray's gRPC must use libc's.
@@ -264,7 +266,6 @@ class PodRunner:
             full_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
         setup = (
             f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && "
-            f"mount --bind {shlex.quote(str(local.workdir / 'tmp'))} /tmp && "
             'cd "$HOME" && exec "$@"'
         )
         log_file = open(local.workdir / f"{container['name']}.log", "ab")  # noqa: SIM115
@@ -475,7 +476,15 @@ class PodRunner:
             await asyncio.to_thread(self.network.remove_pod, local.netns)
         if local.workdir is not None:
             self._hosts_cache.pop(local.workdir / "hosts", None)
-            shutil.rmtree(local.workdir / "tmp", ignore_errors=True)
+        if local.tmpdir is not None:
+            shutil.rmtree(local.tmpdir, ignore_errors=True)
+
+    @property
+    def workdir(self) -> Path:
+        """Where container logs and hosts files go (created on first use)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="ray-operator-pods-", dir="/var/tmp"))
+        return self._workdir
 
     def logs(self, namespace: str, pod: str, container: str) -> str:
         """What a container printed so far (process mode)."""
