@@ -75,6 +75,7 @@ class RayReconciler:
         if event_type == "DELETED":
             self.rays.pop(key, None)
             self.last_status_write.pop(key, None)
+            self.reported = {r for r in self.reported if r[0] != key}
             return
         self.rays[key] = body
         self.queue.trigger(key)
@@ -85,6 +86,7 @@ class RayReconciler:
         ckey = (body["kind"], meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self.children.pop(ckey, None)
+            self.written_generation.pop(ckey, None)
         else:
             self.children[ckey] = body
         cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
