@@ -98,7 +98,10 @@ class PodNetwork:
         _ip("link", "set", self.bridge, "up")
 
     def down(self) -> None:
-        """Remove the bridge (pod namespaces must be released first)."""
+        """Remove every namespace of this runner that is left, then the bridge."""
+        for name in _ip("netns", "list", check=False).stdout.split():
+            if name.startswith(f"rp{self.runner_id}-"):
+                self.remove_pod(name)
         _ip("link", "del", self.bridge, check=False)
         (OWNERS / self.runner_id).unlink(missing_ok=True)
 
