@@ -34,6 +34,16 @@ Obj = dict[str, Any]
 REFUSALS = re.compile(r"\b403\b|Forbidden|forbidden|Not enough permissions")
 
 
+def refused_lines(log: str) -> list[str]:
+    """Lines of an operator log where the apiserver refused it for lack of rights."""
+    # A namespace of an earlier test still being deleted refuses new objects with a 403 too:
+    # that is not the chart's RBAC.
+    return [
+        line for line in log.splitlines()
+        if REFUSALS.search(line) and "because it is being terminated" not in line
+    ]
+
+
 def render_chart(values: Obj, release: str, namespace: str) -> list[Obj]:
     """The chart's CRDs, then its templates, as `helm install` would send them."""
     with helm.Chart.load(CHART) as chart:
@@ -153,13 +163,7 @@ async def install_and_run(
         operator.stop()
         for obj in cluster_scoped:
             await kube.delete(KINDS_BY_NAME[obj["kind"]], obj["metadata"]["name"])
-    log = operator.logs()
-    # A namespace of an earlier test still being deleted refuses new objects with a 403 too:
-    # that is not the chart's RBAC.
-    refused = [
-        line for line in log.splitlines()
-        if REFUSALS.search(line) and "because it is being terminated" not in line
-    ]
+    refused = refused_lines(operator.logs())
     assert refused == [], "the operator was refused with the chart's RBAC:\n" + "\n".join(refused)
 
 

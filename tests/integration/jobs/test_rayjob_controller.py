@@ -132,7 +132,7 @@ async def test_chart_rbac_is_enough_for_a_rayjob(
     First in this file: when run alone, no other operator serves the RayJob meanwhile.
     """
     pytest.importorskip("helm_python")
-    from tests.integration.test_chart import REFUSALS, render_chart
+    from tests.integration.test_chart import refused_lines, render_chart
 
     objs = render_chart({"rbac": {"clusterWide": False}, "watchNamespaces": [namespace]},
                         "rj-chart", namespace)
@@ -168,7 +168,7 @@ async def test_chart_rbac_is_enough_for_a_rayjob(
         for obj in objs:
             if obj["kind"].startswith("Cluster"):
                 await kube.delete(KINDS_BY_NAME[obj["kind"]], obj["metadata"]["name"])
-    refused = [line for line in operator.logs().splitlines() if any(w in line for w in REFUSALS)]
+    refused = refused_lines(operator.logs())
     assert refused == [], "refused with the chart's RBAC:\n" + "\n".join(refused)
 
 
