@@ -7,6 +7,7 @@ counting live in one place.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import warnings
@@ -110,9 +111,13 @@ class KubeError(RuntimeError):
 class Kube:
     """Async access to one apiserver, counting the requests it makes."""
 
-    def __init__(self, api: kr8s.asyncio.Api) -> None:
+    def __init__(self, api: kr8s.asyncio.Api, max_in_flight: int = 8) -> None:
         self.api = api
         self.requests = 0
+        # Well below httpx's 20 kept-alive connections: more requests at once only wait in
+        # httpcore's pool, which rescans every connection for each of them, and those above 20
+        # open a fresh TLS connection each (a burst of reconciles spent half its CPU there).
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -141,7 +146,10 @@ class Kube:
             kwargs["headers"] = {"content-type": content_type}
         try:
             base, _, last = path.rpartition("/")
-            async with self.api.call_api(method, version="", base=base, url=last, **kwargs) as resp:
+            async with (
+                self._in_flight,
+                self.api.call_api(method, version="", base=base, url=last, **kwargs) as resp,
+            ):
                 result: Obj = resp.json() if resp.content else {}
                 return result
         except kr8s.ServerError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -58,11 +59,22 @@ async def post_event(
 class EventRecorder:
     """Posts events in the background, so a reconcile never waits for its own announcements."""
 
-    def __init__(self, kube: Kube, max_in_flight: int = 2) -> None:
+    def __init__(self, kube: Kube, max_in_flight: int = 2, max_hold_seconds: float = 10.0) -> None:
         self.kube = kube
         self._pending: set[asyncio.Task[None]] = set()
         # Announcements yield to the work itself: only a few posts share the apiserver with it.
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._open = asyncio.Event()
+        self._open.set()
+        self._max_hold = max_hold_seconds
+
+    def hold(self) -> None:
+        """Keep new posts back (a burst of more urgent writes is under way)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Post what was held back."""
+        self._open.set()
 
     def emit(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post one event soon (Normal or Warning)."""
@@ -71,6 +83,10 @@ class EventRecorder:
         task.add_done_callback(self._pending.discard)
 
     async def _post(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if not self._open.is_set():
+            # Held for at most a while: a never-ending burst must not swallow the events.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), self._max_hold)
         async with self._slots:
             await post_event(self.kube, involved, kind, reason, message)
 

@@ -23,8 +23,9 @@ from ray_operator.api.constants import (
     REASON_UNKNOWN_FIELD,
     REASON_UPDATED,
 )
-from ray_operator.api.validation import validate_ray
+from ray_operator.api.validation import Report, validate_ray
 from ray_operator.builders.ray_cluster import (
+    ClusterPlan,
     build_children,
     head_name,
     plan_cluster,
@@ -61,12 +62,21 @@ class RayReconciler:
     # Seconds between two status writes of one cluster (bursts of child events are merged).
     status_interval: float = 1.0
     last_status_write: dict[Key, float] = field(default_factory=dict)
+    # Clusters whose children have not been written yet. While there are any, status writes
+    # and events wait (for at most status_hold seconds): during a burst of new clusters the
+    # apiserver's time goes to the objects users wait for, then to the bookkeeping.
+    creating: set[Key] = field(default_factory=set)
+    held_status: dict[Key, float] = field(default_factory=dict)
+    status_hold: float = 10.0
+    # Validation and desired children per cluster, for the generation they were built from:
+    # child events trigger many reconciles of an unchanged spec.
+    plans: dict[Key, tuple[str, int, Validated]] = field(default_factory=dict)
     queue: WorkQueue = field(init=False)
     events: EventRecorder = field(init=False)
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self._reconcile_key)
-        self.events = EventRecorder(self.kube)
+        self.events = EventRecorder(self.kube, max_hold_seconds=self.status_hold)
 
     # --- watch feed -------------------------------------------------------------------------
     def on_ray_event(self, event_type: str | None, body: Obj) -> None:
@@ -75,9 +85,16 @@ class RayReconciler:
         if event_type == "DELETED":
             self.rays.pop(key, None)
             self.last_status_write.pop(key, None)
+            self.held_status.pop(key, None)
+            self.plans.pop(key, None)
             self.reported = {r for r in self.reported if r[0] != key}
+            self._children_written(key)
             return
         self.rays[key] = body
+        if ("Deployment", key[0], worker_name(key[1])) not in self.children:
+            if not self.creating:
+                self.events.hold()
+            self.creating.add(key)
         self.queue.trigger(key)
 
     def on_child_event(self, event_type: str | None, body: Obj) -> None:
@@ -90,8 +107,9 @@ class RayReconciler:
         else:
             self.children[ckey] = body
         cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
-        if cluster and (meta["namespace"], cluster) in self.rays:
-            self.queue.trigger((meta["namespace"], cluster))
+        key = (meta["namespace"], cluster)
+        if cluster and key in self.rays and not self._held(key):
+            self.queue.trigger(key)
 
     async def close(self) -> None:
         """Post the events still pending."""
@@ -107,15 +125,56 @@ class RayReconciler:
         assert isinstance(key, tuple)
         body = self.rays.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._children_written(key)
             return
-        await self.reconcile(body)
+        try:
+            await self.reconcile(body)
+        finally:
+            self._children_written(key)
+
+    def _children_written(self, key: Hashable) -> None:
+        """``key`` no longer waits for its children: once none does, let status and events go."""
+        if key not in self.creating:
+            return
+        self.creating.discard(key)
+        if not self.creating:
+            self.events.release()
+            held, self.held_status = list(self.held_status), {}
+            for waiting in held:
+                self.queue.trigger(waiting)
+
+    def _held(self, key: Key) -> bool:
+        """Whether ``key``'s status write or child-triggered reconcile waits for the burst."""
+        if not self.creating or key in self.creating:
+            return False
+        since = self.held_status.get(key)
+        if since is None:
+            self.held_status[key] = time.monotonic()
+            # Released when the burst ends, or by this at the latest.
+            asyncio.get_running_loop().call_later(self.status_hold + 0.1, self.queue.trigger, key)
+            return True
+        return time.monotonic() - since < self.status_hold
+
+    def _validated(self, body: Obj, key: Key, generation: int) -> Validated:
+        uid = str(body["metadata"].get("uid", ""))
+        cached = self.plans.get(key)
+        if cached and cached[0] == uid and cached[1] == generation:
+            return cached[2]
+        report = validate_ray(body)
+        plan = None
+        if report.ok and report.resource is not None:
+            plan = plan_cluster(report.resource, self.settings.ray_image, report.unknown_fields)
+        validated = Validated(report, plan, build_children(plan) if plan else [])
+        self.plans[key] = (uid, generation, validated)
+        return validated
 
     async def reconcile(self, body: Obj) -> None:
         """Bring one cluster's children to the desired state and write its status."""
         meta = body["metadata"]
         key: Key = (meta["namespace"], meta["name"])
         generation = int(meta.get("generation", 0))
-        report = validate_ray(body)
+        validated = self._validated(body, key, generation)
+        report = validated.report
         for path in report.unknown_fields:
             await self._report_once(
                 body,
@@ -128,17 +187,18 @@ class RayReconciler:
         head_desired, worker_desired = _written_replicas(body)
         error: str | None = None
         error_reason = REASON_INVALID_SPEC
-        if not report.ok or report.resource is None:
+        plan = validated.plan
+        if plan is None:
             error = report.message()
             await self._report_once(body, key, generation, "Warning", REASON_INVALID_SPEC, error)
         else:
-            plan = plan_cluster(report.resource, self.settings.ray_image, report.unknown_fields)
             head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
             # The children do not depend on each other: write them side by side.
-            results = await asyncio.gather(*(self._ensure(body, d) for d in build_children(plan)))
+            results = await asyncio.gather(*(self._ensure(body, d) for d in validated.children))
             failure = next((r for r in results if r), None)
             if failure:
                 error, error_reason = failure
+        self._children_written(key)
         ns, name = key
         observed = Observed(
             generation=generation,
@@ -154,6 +214,9 @@ class RayReconciler:
         now = now_rfc3339()
         status = compute_status(previous, observed, now)
         if status_changed(previous, status):
+            if self._held(key):
+                return
+            self.held_status.pop(key, None)
             # While replica counts climb, write at most once per interval per cluster; the
             # deferred reconcile writes whatever is true by then (a burst costs one write).
             wait = self.last_status_write.get(key, -1e9) + self.status_interval - time.monotonic()
@@ -256,6 +319,15 @@ class RayReconciler:
             if existing.get("spec", {}).get("selector") != desired["spec"]["selector"]:
                 return True
         return False
+
+
+@dataclass(frozen=True)
+class Validated:
+    """What a spec amounts to: the validation report, and the plan and children if valid."""
+
+    report: Report
+    plan: ClusterPlan | None
+    children: list[Obj]
 
 
 def _written_replicas(body: Obj) -> tuple[int, int]:

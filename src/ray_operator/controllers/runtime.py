@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -60,12 +61,30 @@ def reconciler(kind: type[R]) -> R:
     return found  # type: ignore[no-any-return]
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, never built: only ``on.event`` handlers run, and they read no diff.
+
+    kopf builds one per watch event all the same, a deep copy of the whole object, which was
+    a tenth of the operator's CPU while it created clusters in a burst.
+    """
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[kopf.FieldSpec] | None = None,
+    ) -> kopf.BodyEssence:
+        """An empty essence: nothing to compare."""
+        return kopf.BodyEssence()
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Read the settings, tune kopf, connect, build the reconcilers, start the resync."""
     config = Settings.from_env()
     # Only silent watch handlers are used: kopf needs no annotations or finalizers of its own.
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     kube = await Kube.connect(config.kubeconfig)
