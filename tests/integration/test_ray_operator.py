@@ -247,6 +247,29 @@ async def test_drift_is_repaired(kube: Kube, namespace: str, pod_runner: PodRunn
     await healthy(kube, namespace)
 
 
+async def test_hand_edited_head_service_ports_are_restored(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    service = await kube.get(SERVICE, "sample-cluster-head", namespace)
+    ports = service["spec"]["ports"]
+    assert 8265 in {p["port"] for p in ports}
+    # A merge patch replaces the list: the dashboard port and the others are gone.
+    await kube.patch(
+        SERVICE,
+        "sample-cluster-head",
+        {"spec": {"ports": [p for p in ports if p["port"] == 6379]}},
+        namespace,
+    )
+    await eventually(
+        lambda: kube.get(SERVICE, "sample-cluster-head", namespace),
+        lambda s: s["spec"]["ports"] == ports,
+        timeout=10,
+        what="head Service ports restored",
+    )
+
+
 async def test_drift_while_the_operator_was_down_is_repaired_after_restart(
     kube: Kube, namespace: str, pod_runner: PodRunner, running_operator: OperatorProcess
 ) -> None:

@@ -45,6 +45,8 @@ Key = tuple[str, str]  # (namespace, name)
 ChildKey = tuple[str, str, str]  # (kind, namespace, name)
 
 _KINDS: dict[str, Kind] = {"Deployment": DEPLOYMENT, "Service": SERVICE}
+# The fields of a Service port the operator writes (all of them explicitly).
+_PORT_KEYS = ("name", "port", "targetPort", "protocol")
 
 
 @dataclass
@@ -316,7 +318,12 @@ class RayReconciler:
             if generation > seen:
                 return True  # edited by someone else since we wrote it
         elif desired["kind"] == "Service":
-            if existing.get("spec", {}).get("selector") != desired["spec"]["selector"]:
+            # A Service has no generation to reveal a hand edit: compare what we set.
+            spec, want = existing.get("spec", {}), desired["spec"]
+            if spec.get("selector") != want["selector"] or spec.get("type") != want["type"]:
+                return True
+            ports = [{k: p.get(k) for k in _PORT_KEYS} for p in spec.get("ports") or []]
+            if ports != want["ports"]:
                 return True
         return False
 
