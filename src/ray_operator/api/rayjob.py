@@ -53,6 +53,11 @@ class RayJobSpec(BaseModel):
         default=None, ge=1, description="Stop and fail the job after this many seconds."
     )
     runnerImage: str | None = Field(default=None, description="Image of the runner Pod.")  # noqa: N815
+    backoffLimit: int = Field(  # noqa: N815
+        default=2,
+        ge=0,
+        description="How many times a runner Pod that ended before its job is replaced.",
+    )
     tokenSecretName: str | None = Field(  # noqa: N815
         default=None, description="Secret with key 'token' for Ray's token authentication."
     )
@@ -78,6 +83,7 @@ class RayJobStatus(BaseModel):
     message: str | None = None
     reason: str | None = None
     logsURL: str | None = None  # noqa: N815
+    runnerRestarts: int | None = None  # noqa: N815
 
 
 def rayjob_crd() -> dict[str, Any]:

@@ -41,6 +41,9 @@ MIRRORED: Final = {
     STATUS_REASON: "reason",
     STATUS_LOGS_URL: "logsURL",
 }
+# Status fields of the controller's own, kept from one write to the next.
+RUNNER_RESTARTS: Final = "runnerRestarts"
+_OWN: Final = frozenset({*MIRRORED.values(), RUNNER_RESTARTS})
 _URL: Final = re.compile(r"^https?://[^/\s]+")
 # Ray's terminal job states (not imported from jobs.ray_api: builders stay free of httpx).
 TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -134,7 +137,7 @@ def compute_rayjob_status(
     ``previous`` keeps what was mirrored before (the ConfigMap may be gone after the job ended);
     ``note`` says why the job cannot make progress and wins unless the job already ended.
     """
-    status: Obj = {k: v for k, v in (previous or {}).items() if k in MIRRORED.values()}
+    status: Obj = {k: v for k, v in (previous or {}).items() if k in _OWN}
     if submission_id:
         status["submissionId"] = submission_id
     for key, field in MIRRORED.items():
@@ -157,7 +160,7 @@ def compute_rayjob_status(
 
 def status_patch(previous: Obj | None, new: Obj) -> Obj | None:
     """A merge patch from ``previous`` to ``new`` (None when equal); removed fields become null."""
-    old = {k: v for k, v in (previous or {}).items() if k in MIRRORED.values()}
+    old = {k: v for k, v in (previous or {}).items() if k in _OWN}
     if old == new:
         return None
     patch: Obj = {k: None for k in old if k not in new}

@@ -29,6 +29,7 @@ from ray_operator.builders.rayjob import (
 )
 from ray_operator.builders.rayjob_status import (
     MIRRORED,
+    RUNNER_RESTARTS,
     check_spec,
     compute_rayjob_status,
     is_terminal,
@@ -36,7 +37,7 @@ from ray_operator.builders.rayjob_status import (
     ray_not_ready,
     status_patch,
 )
-from ray_operator.controllers.events import post_event
+from ray_operator.controllers.events import now_rfc3339, post_event
 from ray_operator.controllers.workqueue import WorkQueue
 from ray_operator.jobs.config import (
     KEY_ADDRESS,
@@ -75,6 +76,7 @@ ChildKey = tuple[str, str, str]  # (kind, namespace, name)
 FINALIZER: Final = "ray.kubeflow.org/stop-job"
 REASON_WAITING: Final = "WaitingForCluster"
 REASON_RUNNER_ENDED: Final = "RunnerEnded"
+REASON_RUNNER_RESTARTED: Final = "RunnerRestarted"
 REASON_STOPPED: Final = "StoppedJob"
 REASON_FAILED_STOP: Final = "FailedStop"
 # How long a deleted RayJob waits for its Ray job to be stopped before letting go anyway
@@ -227,29 +229,68 @@ class RayJobReconciler:
         data = dict(configmap.get("data") or {}) if configmap is not None else None
         if spec.kill and data is not None and data.get(KEY_KILL) != "true":
             data = await self._set_kill(ns, name) or data
-        note, reason = failure or self._runner_problem(ns, name, data)
-        await self._write_status(
-            body,
-            compute_rayjob_status(
-                body.get("status"), data, submission_id, note=note, note_reason=reason
-            ),
+        restarts = int((body.get("status") or {}).get(RUNNER_RESTARTS) or 0)
+        note: str | None
+        reason: str | None
+        if failure:
+            note, reason = failure
+        else:
+            note, reason, restarts = await self._replace_ended_runner(body, spec, data, restarts)
+        status = compute_rayjob_status(
+            body.get("status"), data, submission_id, note=note, note_reason=reason
         )
+        if restarts:
+            status[RUNNER_RESTARTS] = restarts
+        await self._write_status(body, status)
 
-    def _runner_problem(
-        self, ns: str, name: str, data: dict[str, str] | None
-    ) -> tuple[str | None, str | None]:
-        """A runner Pod that ended while the job had not: say so (the Pod is kept for its log)."""
+    async def _replace_ended_runner(
+        self, body: Obj, spec: RayJobSpec, data: dict[str, str] | None, restarts: int
+    ) -> tuple[str | None, str | None, int]:
+        """A runner Pod that ended while its job had not: replace it, up to spec.backoffLimit.
+
+        The new runner resumes following the same submission (its id is in the ConfigMap), as
+        a Job's new pod would. Returns (note, reason, restarts so far).
+        """
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        pod_name = child_name(name)
         pod = self._child("Pod", ns, name)
         phase = ((pod or {}).get("status") or {}).get("phase")
         if pod is None or phase not in ("Failed", "Succeeded"):
-            return None, None
-        if (data or {}).get(STATUS_JOB) in TERMINAL_STATES:
-            return None, None
-        return (
-            f"the runner pod {child_name(name)} ended (phase {phase}) before the job did; "
-            "delete the pod to start a runner that resumes the same submission",
-            REASON_RUNNER_ENDED,
+            return None, None, restarts
+        if pod["metadata"].get("deletionTimestamp") or (data or {}).get(STATUS_JOB) in (
+            TERMINAL_STATES
+        ):
+            return None, None, restarts
+        ended = f"the runner pod {pod_name} ended (phase {phase}) before the job did"
+        if restarts >= spec.backoffLimit:
+            # Kept for its log, as a Job keeps its failed pods.
+            return (
+                f"{ended}, and spec.backoffLimit={spec.backoffLimit} runners were started "
+                "after the first; delete the pod to start one more, which resumes the same "
+                "submission",
+                REASON_RUNNER_ENDED,
+                restarts,
+            )
+        try:
+            await self.kube.delete(POD, pod_name, ns)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+        # Until the watch says it is gone: neither re-created nor counted twice.
+        self.children[("Pod", ns, pod_name)] = {
+            **pod,
+            "metadata": {**pod["metadata"], "deletionTimestamp": now_rfc3339()},
+        }
+        restarts += 1
+        await post_event(
+            self.kube,
+            body,
+            "Warning",
+            REASON_RUNNER_RESTARTED,
+            f"{ended}; starting runner {restarts + 1} of {spec.backoffLimit + 1}, which resumes "
+            "the same submission",
         )
+        return None, None, restarts
 
     def _desired_children(self, body: Obj, spec: RayJobSpec, submission_id: str) -> list[Obj]:
         meta = body["metadata"]

@@ -363,6 +363,75 @@ async def test_lost_children_come_back_with_the_same_submission_id(
     assert configmap["data"]["id"] == first_id
 
 
+async def mark_pod_failed(kube: Kube, name: str, ns: str) -> None:
+    """What a kubelet reports for an evicted pod (the test's pod runner plays the kubelet)."""
+    await kube.patch(POD, name, {"status": {"phase": "Failed", "reason": "Evicted"}}, ns,
+                     subresource="status")
+
+
+async def test_a_runner_lost_mid_job_is_replaced_and_resumes_the_same_job(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, ray_head: RayHead, tmp_path: Path,
+) -> None:
+    script = "import time\nprint('started', flush=True)\ntime.sleep(6)\nprint('done')\n"
+    await kube.create(RAYJOB, rayjob("phoenix", {
+        "address": ray_head.address, "script": script, "updateInterval": 0.5,
+    }), namespace)
+    first = await runner_pod(kube, "phoenix", namespace, running_operator)
+    (tmp_path / "first").mkdir()
+    proc = await start_pod(kube, control_plane, first, tmp_path / "first")
+    try:
+        running = await status_where(
+            kube, "phoenix", namespace, lambda s: s.get("jobStatus") == "RUNNING",
+            "RayJob phoenix RUNNING", running_operator,
+        )
+    finally:
+        proc.kill()  # the node goes away with the runner on it
+        proc.wait()
+    await mark_pod_failed(kube, "phoenix-rayjob", namespace)
+
+    async def replaced() -> Obj | None:
+        pod = await get_or_none(kube, POD, "phoenix-rayjob", namespace)
+        return pod if pod and pod["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    second = await eventually("a new runner pod", replaced, 30, running_operator)
+    (tmp_path / "second").mkdir()
+    result = await run_pod(kube, control_plane, second, tmp_path / "second")
+    assert result.returncode == 0, result.output
+    status = await status_where(
+        kube, "phoenix", namespace, lambda s: s.get("jobStatus") == "SUCCEEDED",
+        "RayJob phoenix SUCCEEDED", running_operator,
+    )
+    assert status["runnerRestarts"] == 1
+    # The second runner followed the first one's job: Ray ran it once.
+    (job,) = await ray_jobs(ray_head.address, "phoenix")
+    assert job.submission_id == status["submissionId"] == running["submissionId"]
+    assert job.status == "SUCCEEDED"
+    (event,) = [e for e in await events_of(kube, "phoenix", namespace)
+                if e["reason"] == "RunnerRestarted"]
+    assert event["type"] == "Warning"
+    assert "phase Failed" in event["message"] and "runner 2 of 3" in event["message"]
+
+
+async def test_a_runner_ended_beyond_the_backoff_limit_is_kept_and_reported(
+    kube: Kube, namespace: str, running_operator: OperatorProcess, ray_head: RayHead,
+) -> None:
+    await kube.create(RAYJOB, rayjob("once", {
+        "address": ray_head.address, "script": "print(1)", "backoffLimit": 0,
+    }), namespace)
+    pod = await runner_pod(kube, "once", namespace, running_operator)
+    await mark_pod_failed(kube, "once-rayjob", namespace)
+    status = await status_where(
+        kube, "once", namespace, lambda s: s.get("reason") == "RunnerEnded",
+        "RayJob once reports its ended runner", running_operator, timeout=30,
+    )
+    assert "spec.backoffLimit=0" in status["message"], status
+    assert "runnerRestarts" not in status
+    await asyncio.sleep(2)
+    kept = await kube.get(POD, "once-rayjob", namespace)
+    assert kept["metadata"]["uid"] == pod["metadata"]["uid"], "kept for its log, not replaced"
+
+
 async def test_example_manifest_applies(
     kube: Kube, namespace: str, running_operator: OperatorProcess,
 ) -> None:
