@@ -1,14 +1,16 @@
-"""The one Kubernetes client of the project: a small typed facade over kr8s's API session.
+"""The one Kubernetes client of the project: a small typed facade over one HTTP session.
 
 Every module that talks to Kubernetes (controllers, the job runner, the local pod runner, tests
 and benchmarks) goes through :class:`Kube`, so that authentication, error types and request
-counting live in one place.
+counting live in one place. kr8s finds the credentials (kubeconfig or in-cluster service
+account); the requests go through this module's own httpx client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import warnings
 from collections.abc import AsyncIterator, Mapping
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
-import kr8s
 import kr8s.asyncio
 
 from ray_operator.api.constants import API_VERSION, FIELD_MANAGER
@@ -111,13 +112,18 @@ class KubeError(RuntimeError):
 class Kube:
     """Async access to one apiserver, counting the requests it makes."""
 
-    def __init__(self, api: kr8s.asyncio.Api, max_in_flight: int = 8) -> None:
+    def __init__(
+        self, api: kr8s.asyncio.Api, max_in_flight: int = 8, timeout_seconds: float = 60.0
+    ) -> None:
         self.api = api
         self.requests = 0
         # Well below httpx's 20 kept-alive connections: more requests at once only wait in
         # httpcore's pool, which rescans every connection for each of them, and those above 20
         # open a fresh TLS connection each (a burst of reconciles spent half its CPU there).
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._timeout = timeout_seconds
+        self._http: httpx.AsyncClient | None = None
+        self._reauth = asyncio.Lock()
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -130,6 +136,74 @@ class Kube:
             )
         return cls(api)
 
+    async def _client(self) -> httpx.AsyncClient:
+        # Our own session, not kr8s's call_api: on any 403 that one closes and replaces the
+        # session it shares with every request in flight, so a write refused in a terminating
+        # namespace broke unrelated requests (ReadError) and lost their events.
+        if self._http is None:
+            auth = self.api.auth
+            self._http = httpx.AsyncClient(
+                base_url=auth.server,
+                verify=await auth.ssl_context(),  # type: ignore[no-untyped-call]
+                timeout=self._timeout,
+                proxy=auth.proxy,
+            )
+        return self._http
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"accept": "application/json"}
+        if self.api.auth.token:
+            headers["authorization"] = f"Bearer {self.api.auth.token}"
+        if content_type:
+            headers["content-type"] = content_type
+        return headers
+
+    async def _reauthenticate(self, token_sent: str | None) -> None:
+        """Reload credentials after a 401 (a rotated service account token), once per rotation."""
+        async with self._reauth:
+            if self.api.auth.token == token_sent:
+                await self.api.auth.reauthenticate()
+
+    @contextlib.asynccontextmanager
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One request, its response open for the block; a refusal raises :class:`KubeError`."""
+        client = await self._client()
+        extensions = {}
+        if self.api.auth.tls_server_name:
+            extensions["sni_hostname"] = self.api.auth.tls_server_name
+        for attempt in (1, 2):
+            token = self.api.auth.token
+            request = client.build_request(
+                method,
+                path,
+                params=dict(params or {}),
+                content=content,
+                headers=self._headers(content_type),
+                extensions=extensions,
+                timeout=timeout if timeout is not None else self._timeout,
+            )
+            response = await client.send(request, stream=stream)
+            try:
+                if response.status_code == 401 and attempt == 1:
+                    await self._reauthenticate(token)
+                    continue
+                if response.is_error:
+                    await response.aread()
+                    raise _kube_error(response, f"{method} {path}: {response.status_code}")
+                yield response
+                return
+            finally:
+                await response.aclose()
+
     async def request(
         self,
         method: str,
@@ -140,20 +214,15 @@ class Kube:
     ) -> Obj:
         """One API call; raises :class:`KubeError` on a refusal."""
         self.requests += 1
-        kwargs: dict[str, Any] = {"params": dict(params or {})}
-        if body is not None:
-            kwargs["content"] = json.dumps(body)
-            kwargs["headers"] = {"content-type": content_type}
-        try:
-            base, _, last = path.rpartition("/")
-            async with (
-                self._in_flight,
-                self.api.call_api(method, version="", base=base, url=last, **kwargs) as resp,
-            ):
-                result: Obj = resp.json() if resp.content else {}
-                return result
-        except kr8s.ServerError as exc:
-            raise _kube_error(exc.response, str(exc)) from None
+        content = json.dumps(body).encode() if body is not None else None
+        async with (
+            self._in_flight,
+            self._send(
+                method, path, params, content, content_type if body is not None else None
+            ) as resp,
+        ):
+            result: Obj = resp.json() if resp.content else {}
+            return result
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
         """Read one object."""
@@ -263,27 +332,20 @@ class Kube:
         if resource_version:
             params["resourceVersion"] = resource_version
         self.requests += 1
-        try:
-            base, _, last = kind.path(namespace).rpartition("/")
-            async with self.api.call_api(
-                "GET",
-                version="",
-                base=base,
-                url=last,
-                params=params,
-                stream=True,
-                timeout=timeout_seconds + 10,
-            ) as resp:
-                async for line in resp.aiter_lines():
-                    if line.strip():
-                        event = json.loads(line)
-                        yield event["type"], event["object"]
-        except kr8s.ServerError as exc:
-            raise _kube_error(exc.response, str(exc)) from None
+        async with self._send(
+            "GET", kind.path(namespace), params, stream=True, timeout=timeout_seconds + 10
+        ) as resp:
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    event = json.loads(line)
+                    yield event["type"], event["object"]
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        session = getattr(self.api, "_session", None)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        session = getattr(self.api, "_session", None)  # kr8s opens one to read the version
         if session is not None:
             await session.aclose()
 

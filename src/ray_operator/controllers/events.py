@@ -9,6 +9,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from ray_operator.api.constants import MANAGED_BY
 from ray_operator.kube import EVENT, Kube, KubeError
 
@@ -21,7 +23,12 @@ def now_rfc3339() -> str:
 
 
 async def post_event(
-    kube: Kube, involved: dict[str, Any], kind: str, reason: str, message: str
+    kube: Kube,
+    involved: dict[str, Any],
+    kind: str,
+    reason: str,
+    message: str,
+    attempts: int = 3,
 ) -> None:
     """Post one event (``kind`` is Normal or Warning); a failure to post is logged, not raised."""
     meta = involved["metadata"]
@@ -50,10 +57,17 @@ async def post_event(
         "lastTimestamp": now,
         "count": 1,
     }
-    try:
-        await kube.create(EVENT, body)
-    except KubeError as exc:
-        log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
+    for attempt in range(1, attempts + 1):
+        try:
+            await kube.create(EVENT, body)
+            return
+        except (KubeError, httpx.HTTPError) as exc:
+            # A lost connection or an overloaded apiserver passes; a refusal (403, 422) stays.
+            transient = not isinstance(exc, KubeError) or exc.status == 429 or exc.status >= 500
+            if not transient or attempt == attempts:
+                log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
+                return
+        await asyncio.sleep(0.5 * 2**attempt)
 
 
 class EventRecorder:

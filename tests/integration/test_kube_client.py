@@ -1,0 +1,60 @@
+"""The project's Kubernetes client against the real apiserver: refusals stay with their request."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ray_operator.kube import CONFIGMAP, NAMESPACE, Kube, KubeError
+
+FINALIZER = "test.ray.kubeflow.org/keep"
+
+
+@pytest.fixture
+async def terminating_namespace(kube: Kube) -> AsyncIterator[str]:
+    """A namespace held in Terminating by a finalizer on one of its ConfigMaps."""
+    name = f"t-end-{secrets.token_hex(4)}"
+    await kube.create(NAMESPACE, {"metadata": {"name": name}})
+    await kube.create(
+        CONFIGMAP, {"metadata": {"name": "held", "namespace": name, "finalizers": [FINALIZER]}}
+    )
+    await kube.delete(NAMESPACE, name)
+    for _ in range(100):
+        phase = (await kube.get(NAMESPACE, name)).get("status", {}).get("phase")
+        if phase == "Terminating":
+            break
+        await asyncio.sleep(0.1)
+    yield name
+    await kube.patch(CONFIGMAP, "held", {"metadata": {"finalizers": None}}, name)
+
+
+async def test_a_refusal_in_a_terminating_namespace_does_not_break_other_requests(
+    kube: Kube, namespace: str, terminating_namespace: str
+) -> None:
+    # The operator meets this after every deleted namespace: a 403 on an event or a status
+    # write there. Through kr8s's session it closed the connections of every request in flight.
+    async def create(i: int) -> str:
+        body = {"metadata": {"name": f"c{i}", "namespace": namespace}, "data": {"k": "v" * 2000}}
+        await kube.create(CONFIGMAP, body)
+        return "created"
+
+    async def refused() -> str:
+        with pytest.raises(KubeError) as refusal:
+            await kube.create(
+                CONFIGMAP, {"metadata": {"name": "late", "namespace": terminating_namespace}}
+            )
+        assert refusal.value.status == 403
+        assert "being terminated" in refusal.value.message
+        return "refused"
+
+    results = await asyncio.gather(
+        *(create(i) for i in range(30)),
+        refused(),
+        *(create(i) for i in range(30, 60)),
+        return_exceptions=True,
+    )
+    assert [r for r in results if r != "created"] == ["refused"]
+    assert len(await kube.list(CONFIGMAP, namespace)) >= 60
