@@ -271,16 +271,22 @@ class RayJobReconciler:
                 REASON_RUNNER_ENDED,
                 restarts,
             )
+        # Marked before the delete, not after: the watch's DELETED event can arrive while the
+        # delete is in flight, and a mark written after it would stand for a pod that is gone,
+        # so no runner would ever be started again. Until that event: no second count.
+        ckey = ("Pod", ns, pod_name)
+        marked = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": now_rfc3339()}}
+        self.children[ckey] = marked
         try:
             await self.kube.delete(POD, pod_name, ns)
         except KubeError as exc:
-            if not exc.not_found:
+            if self.children.get(ckey) is marked:
+                if not exc.not_found:  # not deleted: try again next time
+                    self.children[ckey] = pod
+                    raise
+                del self.children[ckey]  # already gone, its DELETED event maybe seen before
+            elif not exc.not_found:
                 raise
-        # Until the watch says it is gone: neither re-created nor counted twice.
-        self.children[("Pod", ns, pod_name)] = {
-            **pod,
-            "metadata": {**pod["metadata"], "deletionTimestamp": now_rfc3339()},
-        }
         restarts += 1
         await post_event(
             self.kube,

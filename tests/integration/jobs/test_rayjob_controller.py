@@ -394,7 +394,15 @@ async def test_a_runner_lost_mid_job_is_replaced_and_resumes_the_same_job(
         pod = await get_or_none(kube, POD, "phoenix-rayjob", namespace)
         return pod if pod and pod["metadata"]["uid"] != first["metadata"]["uid"] else None
 
-    second = await eventually("a new runner pod", replaced, 30, running_operator)
+    try:
+        second = await eventually("a new runner pod", replaced, 30, running_operator)
+    except AssertionError as exc:
+        pod = await get_or_none(kube, POD, "phoenix-rayjob", namespace)
+        seen = [(e["reason"], e["message"]) for e in await events_of(kube, "phoenix", namespace)]
+        raise AssertionError(
+            f"{exc}\nstatus: {await job_status(kube, 'phoenix', namespace)}\n"
+            f"pod: {pod and (pod['metadata'], pod.get('status'))}\nevents: {seen}"
+        ) from None
     (tmp_path / "second").mkdir()
     result = await run_pod(kube, control_plane, second, tmp_path / "second")
     assert result.returncode == 0, result.output
