@@ -104,6 +104,11 @@ class KubeError(RuntimeError):
         return self.status == 404
 
     @property
+    def namespace_terminating(self) -> bool:
+        """Refused because the namespace is being deleted (nothing new can be created there)."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
     def conflict(self) -> bool:
         """Already exists, or written by someone else since it was read."""
         return self.status == 409
