@@ -62,12 +62,12 @@ async def post_event(
             await kube.create(EVENT, body)
             return
         except (KubeError, httpx.HTTPError) as exc:
-            # A lost connection or an overloaded apiserver passes; a refusal (403, 422) stays.
-            transient = not isinstance(exc, KubeError) or exc.status == 429 or exc.status >= 500
             if isinstance(exc, KubeError) and exc.namespace_terminating:
                 # Expected while a namespace goes away: its objects are still reconciled.
                 log.debug("no event %s on %s: %s", reason, meta["name"], exc)
                 return
+            # A lost connection or an overloaded apiserver passes; a refusal (403, 422) stays.
+            transient = not isinstance(exc, KubeError) or exc.status == 429 or exc.status >= 500
             if not transient or attempt == attempts:
                 log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
                 return

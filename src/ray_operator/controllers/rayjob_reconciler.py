@@ -280,13 +280,13 @@ class RayJobReconciler:
         try:
             await self.kube.delete(POD, pod_name, ns)
         except KubeError as exc:
-            if self.children.get(ckey) is marked:
-                if not exc.not_found:  # not deleted: try again next time
+            still_marked = self.children.get(ckey) is marked
+            if not exc.not_found:
+                if still_marked:  # not deleted: try again next time
                     self.children[ckey] = pod
-                    raise
-                del self.children[ckey]  # already gone, its DELETED event maybe seen before
-            elif not exc.not_found:
                 raise
+            if still_marked:  # gone already; its DELETED event may have come before the mark
+                del self.children[ckey]
         restarts += 1
         await post_event(
             self.kube,
