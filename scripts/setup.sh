@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Sets up a machine for the demo, the tests and the benchmarks: Kubernetes binaries (built once
-# into ~/.cache), etcd and iproute2 from Debian, and a virtualenv in .venv with every extra.
+# Sets up a machine for the demo, the tests and the benchmarks: Kubernetes and etcd binaries
+# (built once from their Go modules into ~/.cache), iproute2 from Debian, and a virtualenv in
+# .venv with every extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo ">> Kubernetes binaries (first time: about 7 minutes)"
+echo ">> Kubernetes binaries (first time: about 15 minutes)"
 bash scripts/build-kube.sh
 if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
   apt-get install -y -qq iproute2 util-linux >/dev/null
