@@ -1,0 +1,57 @@
+"""The project's Kubernetes client: kinds, errors, credentials and the client itself."""
+
+from ray_operator.kube.client import Kube, Listing, Obj, RequestObserver
+from ray_operator.kube.credentials import Credentials, CredentialsError
+from ray_operator.kube.errors import KubeError
+from ray_operator.kube.kinds import (
+    CONFIGMAP,
+    CRD,
+    DEPLOYMENT,
+    ENDPOINTS,
+    EVENT,
+    KINDS_BY_NAME,
+    LEASE,
+    NAMESPACE,
+    NODE,
+    POD,
+    RAY,
+    RAYJOB,
+    RAYPIPELINE,
+    REPLICASET,
+    ROLE,
+    ROLE_BINDING,
+    SECRET,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    Kind,
+)
+
+__all__ = [
+    "CONFIGMAP",
+    "CRD",
+    "DEPLOYMENT",
+    "ENDPOINTS",
+    "EVENT",
+    "KINDS_BY_NAME",
+    "LEASE",
+    "NAMESPACE",
+    "NODE",
+    "POD",
+    "RAY",
+    "RAYJOB",
+    "RAYPIPELINE",
+    "REPLICASET",
+    "ROLE",
+    "ROLE_BINDING",
+    "SECRET",
+    "SERVICE",
+    "SERVICE_ACCOUNT",
+    "Credentials",
+    "CredentialsError",
+    "Kind",
+    "Kube",
+    "KubeError",
+    "Listing",
+    "Obj",
+    "RequestObserver",
+]
