@@ -20,7 +20,9 @@ MANAGED_BY: Final = "ray-operator"
 ROLE_HEAD: Final = "head"
 ROLE_WORKER: Final = "worker"
 
-# Annotation holding the hash of what the operator wrote, to see change without a deep compare.
+# On a Ray: the defaults it was given (builder revision, default templates), fixed at creation.
+ANNOTATION_DEFAULTS: Final = f"{GROUP}/defaults"
+# On children made by the first release, which compared a hash of what it built (no longer read).
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 
 ENV_NODE_IP: Final = "RAY_NODE_IP"

@@ -74,7 +74,7 @@ def crd(
 ) -> Schema:
     """One namespaced CRD of this project's group, with a status subresource."""
     status_schema = openapi_schema(status_model)
-    # The operator and libraries (kopf) may record their own keys in status.
+    # Keys of status written by other tools are kept, not pruned.
     status_schema["x-kubernetes-preserve-unknown-fields"] = True
     subresources: Schema = {"status": {}}
     if scale:

@@ -1,8 +1,11 @@
 """Which fields a PodTemplateSpec may have, to report (and drop) fields Kubernetes ignores.
 
-``pod_fields.json`` lists, for each type reachable from ``PodTemplateSpec``, its fields and the
-type of each. It is extracted from a real apiserver's OpenAPI document by
-:func:`extract_pod_fields`; a test compares it with the test apiserver so the two cannot drift.
+A field table lists, for each type reachable from ``PodTemplateSpec``, its fields and the type
+of each. The operator reads it from its apiserver's OpenAPI v3 document at start, so every field
+that apiserver knows passes through to the pods, whatever Kubernetes version added it.
+``pod_fields.json``, shipped with the package, is the table of the Kubernetes version the project
+is tested with, for ``ray-operator validate`` offline; a test compares it with the test apiserver
+so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ ROOT = "io.k8s.api.core.v1.PodTemplateSpec"
 FieldTable = dict[str, dict[str, str | None]]
 
 
-def extract_pod_fields(openapi_v2: dict[str, Any]) -> FieldTable:
-    """The field table of every type reachable from PodTemplateSpec in an OpenAPI v2 document."""
-    definitions: dict[str, Any] = openapi_v2["definitions"]
+# Where the core/v1 types are described in the apiserver's OpenAPI v3 documents.
+OPENAPI_V3_CORE = "/openapi/v3/api/v1"
+
+
+def extract_pod_fields(openapi_v3: dict[str, Any]) -> FieldTable:
+    """The field table of every type reachable from PodTemplateSpec in an OpenAPI v3 document."""
+    definitions: dict[str, Any] = openapi_v3["components"]["schemas"]
     table: FieldTable = {}
     pending = [ROOT]
     while pending:
@@ -38,9 +45,10 @@ def extract_pod_fields(openapi_v2: dict[str, Any]) -> FieldTable:
 def _object_ref(schema: dict[str, Any]) -> str | None:
     """The object type a field holds, directly or as array items (maps are left open)."""
     for node in (schema, schema.get("items", {})):
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            return ref.rsplit("/", 1)[-1]
+        for candidate in (node, *node.get("allOf", [])):  # v3 wraps references in allOf
+            ref = candidate.get("$ref")
+            if isinstance(ref, str):
+                return ref.rsplit("/", 1)[-1]
     return None
 
 
@@ -59,10 +67,13 @@ _OPAQUE = {
 }
 
 
-def unknown_fields(template: Any, path: str) -> list[str]:
-    """Paths of fields in ``template`` that a PodTemplateSpec does not have."""
+def unknown_fields(template: Any, path: str, table: FieldTable | None = None) -> list[str]:
+    """Paths of fields in ``template`` that a PodTemplateSpec does not have.
+
+    ``table``: the apiserver's own (read at start); by default the one shipped with the package.
+    """
     found: list[str] = []
-    _walk(template, ROOT, path, pod_field_table(), found)
+    _walk(template, ROOT, path, table or pod_field_table(), found)
     return found
 
 

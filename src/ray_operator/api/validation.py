@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ray_operator.api.pod_fields import unknown_fields
+from ray_operator.api.pod_fields import FieldTable, unknown_fields
 from ray_operator.api.ray import RayResource, ReplicaSpec
 
 # `{name}-worker` must be a DNS-1035 label (it names a Deployment and its pods' hostnames),
@@ -53,8 +53,11 @@ class Report:
         return "; ".join(str(p) for p in self.errors)
 
 
-def validate_ray(obj: dict[str, Any]) -> Report:
-    """Check a ``Ray`` manifest (a dict as read from YAML or the apiserver)."""
+def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Report:
+    """Check a ``Ray`` manifest (a dict as read from YAML or the apiserver).
+
+    ``fields``: the pod template fields the target apiserver knows (default: the shipped table).
+    """
     report = Report()
     name = obj.get("metadata", {}).get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _DNS_1035.match(name):
@@ -85,16 +88,18 @@ def validate_ray(obj: dict[str, Any]) -> Report:
         )
     for role, replica in (("head", head), ("worker", resource.spec.worker)):
         if replica is not None:
-            _check_template(replica, f"spec.{role}", report)
+            _check_template(replica, f"spec.{role}", report, fields)
     return report
 
 
-def _check_template(replica: ReplicaSpec, path: str, report: Report) -> None:
+def _check_template(
+    replica: ReplicaSpec, path: str, report: Report, fields: FieldTable | None
+) -> None:
     if replica.template is None:
         return
     tpath = f"{path}.template"
     raw = replica.template.model_dump(exclude_none=True, by_alias=True)
-    report.unknown_fields.extend(unknown_fields(raw, tpath))
+    report.unknown_fields.extend(unknown_fields(raw, tpath, fields))
     spec = replica.template.spec
     if spec is None or not spec.containers:
         report.errors.append(

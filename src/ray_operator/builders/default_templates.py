@@ -1,4 +1,10 @@
-"""The head and worker pod templates used when a ``Ray`` resource gives none."""
+"""The head and worker pod templates used when a ``Ray`` resource gives none, by revision.
+
+A cluster keeps the defaults it was created with (recorded on the ``Ray``, see
+:mod:`ray_operator.builders.defaults`), so a revision, once released, never changes: a new default
+is a new revision. Revision 1 is what the first release built; revision 2 runs as the image's
+non-root user and passes Pod Security ``restricted``.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +58,8 @@ def _shm() -> tuple[dict[str, Any], dict[str, Any]]:
     return volume, mount
 
 
-def default_head_template(ray_image: str) -> dict[str, Any]:
-    """A head pod: GCS, dashboard / job API, client server and metrics."""
+def default_head_template_v1(ray_image: str) -> dict[str, Any]:
+    """Revision 1 of the head pod: GCS, dashboard / job API, client server and metrics."""
     volume, mount = _shm()
     return {
         "spec": {
@@ -91,8 +97,8 @@ def default_head_template(ray_image: str) -> dict[str, Any]:
     }
 
 
-def default_worker_template(ray_image: str) -> dict[str, Any]:
-    """A worker pod that joins the head through the head Service."""
+def default_worker_template_v1(ray_image: str) -> dict[str, Any]:
+    """Revision 1 of a worker pod, which joins the head through the head Service."""
     volume, mount = _shm()
     return {
         "spec": {
@@ -119,3 +125,38 @@ def default_worker_template(ray_image: str) -> dict[str, Any]:
             "volumes": [volume],
         }
     }
+
+
+# The user and group the rayproject/ray images run as (their Dockerfile: useradd --uid 1000
+# --gid 100). Named numerically: with runAsNonRoot, a kubelet refuses an image whose USER it
+# cannot verify is not root, and a user name cannot be verified.
+RAY_UID = 1000
+RAY_GID = 100
+
+
+def _restricted(template: dict[str, Any]) -> dict[str, Any]:
+    """The same pod, made to pass Pod Security ``restricted``."""
+    spec = template["spec"]
+    spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+        "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for container in spec["containers"]:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    return template
+
+
+def default_head_template_v2(ray_image: str) -> dict[str, Any]:
+    """Revision 2 of the head pod: revision 1 as a non-root, ``restricted`` pod."""
+    return _restricted(default_head_template_v1(ray_image))
+
+
+def default_worker_template_v2(ray_image: str) -> dict[str, Any]:
+    """Revision 2 of a worker pod: revision 1 as a non-root, ``restricted`` pod."""
+    return _restricted(default_worker_template_v1(ray_image))

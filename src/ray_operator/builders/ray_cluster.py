@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from ray_operator.api.constants import (
-    ANNOTATION_SPEC_HASH,
     API_VERSION,
     ENV_HEAD_SERVICE,
     ENV_NODE_IP,
@@ -22,7 +19,7 @@ from ray_operator.api.constants import (
 )
 from ray_operator.api.pod_fields import without_fields
 from ray_operator.api.ray import RayResource, ReplicaSpec
-from ray_operator.builders.default_templates import default_head_template, default_worker_template
+from ray_operator.builders.defaults import Defaults
 
 Obj = dict[str, Any]
 
@@ -66,10 +63,20 @@ def worker_selector(cluster: str) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(cluster, ROLE_WORKER).items())
 
 
+def roles_using_defaults(resource: RayResource) -> list[str]:
+    """The roles whose pods come from a default template (the spec gives none)."""
+    spec = resource.spec
+    return [
+        role
+        for role, replica in ((ROLE_HEAD, spec.head), (ROLE_WORKER, spec.worker))
+        if replica is None or replica.template is None
+    ]
+
+
 def plan_cluster(
-    resource: RayResource, ray_image: str, unknown_fields: list[str] | None = None
+    resource: RayResource, defaults: Defaults, unknown_fields: list[str] | None = None
 ) -> ClusterPlan:
-    """Apply defaults: one head of the default template, the default worker template."""
+    """Apply defaults: one head, and the recorded default template of each role without one."""
     meta = resource.metadata
     spec = resource.spec
     drop = unknown_fields or []
@@ -77,25 +84,31 @@ def plan_cluster(
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
         uid=meta.get("uid", ""),
-        head=_role(spec.head, 1, default_head_template(ray_image), "spec.head.template", drop),
-        worker=_role(
-            spec.worker, 1, default_worker_template(ray_image), "spec.worker.template", drop
-        ),
+        head=_role(spec.head, 1, defaults, ROLE_HEAD, drop),
+        worker=_role(spec.worker, 1, defaults, ROLE_WORKER, drop),
     )
+
+
+def _default_template(defaults: Defaults, role: str) -> Obj:
+    template = defaults.template(role)
+    if template is None:
+        raise ValueError(f"no default {role} template recorded (revision {defaults.revision})")
+    return template
 
 
 def _role(
     replica: ReplicaSpec | None,
     default_replicas: int,
-    default_template: Obj,
-    path: str,
+    defaults: Defaults,
+    role: str,
     drop: list[str],
 ) -> RoleSpec:
+    path = f"spec.{role}.template"
     if replica is None:
-        return RoleSpec(default_replicas, default_template)
+        return RoleSpec(default_replicas, _default_template(defaults, role))
     replicas = default_replicas if replica.replicas is None else replica.replicas
     if replica.template is None:
-        return RoleSpec(replicas, default_template)
+        return RoleSpec(replicas, _default_template(defaults, role))
     template = replica.template.model_dump(exclude_none=True, by_alias=True)
     mine = [p for p in drop if p.startswith(path + ".")]
     return RoleSpec(replicas, without_fields(template, mine, path) if mine else template)
@@ -134,19 +147,6 @@ def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[O
     return template
 
 
-def _with_hash(obj: Obj) -> Obj:
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-    obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest
-    return obj
-
-
-def spec_hash(obj: Obj) -> str | None:
-    """The hash the operator recorded on a child it wrote."""
-    annotations = obj.get("metadata", {}).get("annotations") or {}
-    value = annotations.get(ANNOTATION_SPEC_HASH)
-    return value if isinstance(value, str) else None
-
-
 def _node_ip_env() -> Obj:
     return {"name": ENV_NODE_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
 
@@ -173,7 +173,7 @@ def _deployment(
             "template": _pod_template(plan, role, role_spec, env),
         },
     }
-    return _with_hash(body)
+    return body
 
 
 def build_head_deployment(plan: ClusterPlan) -> Obj:
@@ -223,7 +223,7 @@ def build_head_service(plan: ClusterPlan) -> Obj:
             "ports": service_ports(plan.head.template),
         },
     }
-    return _with_hash(body)
+    return body
 
 
 def build_children(plan: ClusterPlan) -> list[Obj]:

@@ -171,5 +171,5 @@ def status_changed(previous: Obj | None, new: Obj) -> bool:
     """Whether writing ``new`` would change anything but the reconcile timestamp."""
     if not previous:
         return True
-    keys = (set(previous) | set(new)) - {"lastReconcileTime", "kopf"}
+    keys = (set(previous) | set(new)) - {"lastReconcileTime"}
     return any(previous.get(k) != new.get(k) for k in keys)

@@ -16,6 +16,8 @@ Obj = dict[str, Any]
 LABEL_RAYJOB: Final = "ray.kubeflow.org/rayjob"
 S3_MOUNT: Final = "/etc/ray-job/s3"
 TOKEN_MOUNT: Final = "/etc/ray-job/ray"
+# The user and group of the project's image (Dockerfile: useradd --uid 10001).
+RUNNER_UID: Final = 10001
 
 
 def child_name(job: str) -> str:
@@ -148,9 +150,9 @@ def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
         "env": env,
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}},
         "securityContext": {
-            "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
         },
     }
     if mounts:
@@ -162,6 +164,14 @@ def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
         "spec": {
             "serviceAccountName": name,
             "restartPolicy": "Never",
+            # Pod Security "restricted": the project image's numeric user (its Dockerfile), so
+            # that a kubelet can verify runAsNonRoot without reading the image's /etc/passwd.
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUNNER_UID,
+                "runAsGroup": RUNNER_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [container],
             "volumes": volumes,
         },

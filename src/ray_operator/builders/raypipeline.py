@@ -37,7 +37,7 @@ from ray_operator.api.pipeline import (
     StepStatus,
 )
 from ray_operator.api.rayjob import RayJobRuntimeEnv, RayJobS3, RayJobSpec
-from ray_operator.builders.default_templates import default_head_template, default_worker_template
+from ray_operator.builders.defaults import CURRENT_REVISION, builtin_templates
 from ray_operator.pipelines.step import StepRun
 
 Obj = dict[str, Any]
@@ -242,10 +242,13 @@ def check_buildable(spec: PipelineSpec) -> list[str]:
             except PipelineBuildError as exc:
                 problems.append(str(exc))
     targets = [
-        name for name, given in (
-            ("cluster", spec.cluster), ("address", spec.address),
+        name
+        for name, given in (
+            ("cluster", spec.cluster),
+            ("address", spec.address),
             ("rayClusterSpec", spec.rayClusterSpec is not None),
-        ) if given
+        )
+        if given
     ]
     if len(targets) != 1:
         problems.append(
@@ -280,10 +283,7 @@ def build_cluster(
     assert spec.rayClusterSpec is not None
     ray_spec: Obj = spec.rayClusterSpec.model_dump(exclude_none=True, by_alias=True)
     if spec.pvcName:
-        defaults = {
-            "head": default_head_template(ray_image),
-            "worker": default_worker_template(ray_image),
-        }
+        defaults = builtin_templates(CURRENT_REVISION, ray_image)
         for role, default in defaults.items():
             replica = ray_spec.setdefault(role, {})
             template = replica.get("template") or default
@@ -418,8 +418,11 @@ def plan_pipeline(body: Obj, spec: PipelineSpec, observed: Observed, ray_image: 
             if now >= deadline:
                 step_status.state = STEP_STOPPED
                 step_status.message = "not started: the pipeline's timeout had passed"
-                fail(index, REASON_DEADLINE_EXCEEDED,
-                     f"{timeout_message} before step {step.name!r} started")
+                fail(
+                    index,
+                    REASON_DEADLINE_EXCEEDED,
+                    f"{timeout_message} before step {step.name!r} started",
+                )
                 break
             if not spec.address and not cluster_healthy(observed.cluster):
                 if creates_cluster and observed.cluster is None:
@@ -429,19 +432,30 @@ def plan_pipeline(body: Obj, spec: PipelineSpec, observed: Observed, ray_image: 
                 status.phase = PIPELINE_PENDING
                 status.reason = REASON_WAITING_FOR_CLUSTER
                 status.message = (
-                    f"waiting for Ray {target!r} to be healthy" if observed.cluster is not None
+                    f"waiting for Ray {target!r} to be healthy"
+                    if observed.cluster is not None
                     else f"waiting for Ray {target!r} to exist"
                 )
                 status.currentStep = step.name
                 plan.wake_at = deadline
                 break
             plan.create_job = build_step_rayjob(
-                pipeline=name, namespace=namespace, uid=uid, spec=spec, index=index,
-                cluster=target, attempt=1,
+                pipeline=name,
+                namespace=namespace,
+                uid=uid,
+                spec=spec,
+                index=index,
+                cluster=target,
+                attempt=1,
             )
             _start_step(step_status, plan.create_job["metadata"]["name"], now)
-            plan.events.append(("Normal", REASON_STEP_STARTED,
-                                f"step {step.name!r}: created RayJob {step_status.rayJob}"))
+            plan.events.append(
+                (
+                    "Normal",
+                    REASON_STEP_STARTED,
+                    f"step {step.name!r}: created RayJob {step_status.rayJob}",
+                )
+            )
             _running(status, step.name)
             plan.wake_at = deadline
             break
@@ -456,8 +470,13 @@ def plan_pipeline(body: Obj, spec: PipelineSpec, observed: Observed, ray_image: 
         if state in (STEP_FAILED, STEP_STOPPED):
             if state == STEP_FAILED and attempt <= step.retries and now < deadline:
                 plan.create_job = build_step_rayjob(
-                    pipeline=name, namespace=namespace, uid=uid, spec=spec, index=index,
-                    cluster=target, attempt=attempt + 1,
+                    pipeline=name,
+                    namespace=namespace,
+                    uid=uid,
+                    spec=spec,
+                    index=index,
+                    cluster=target,
+                    attempt=attempt + 1,
                 )
                 _start_step(step_status, plan.create_job["metadata"]["name"], now, keep_start=True)
                 step_status.message = f"attempt {attempt + 1} of {step.retries + 1}"
@@ -468,8 +487,11 @@ def plan_pipeline(body: Obj, spec: PipelineSpec, observed: Observed, ray_image: 
             detail = step_status.message or f"its RayJob {job['metadata']['name']} is {state}"
             if _killed_for_deadline(job):
                 step_status.state = STEP_STOPPED
-                fail(index, REASON_DEADLINE_EXCEEDED,
-                     f"{timeout_message} during step {step.name!r}: its Ray job was stopped")
+                fail(
+                    index,
+                    REASON_DEADLINE_EXCEEDED,
+                    f"{timeout_message} during step {step.name!r}: its Ray job was stopped",
+                )
             else:
                 fail(index, REASON_STEP_FAILED, f"step {step.name!r} failed: {detail}")
             break
@@ -479,9 +501,12 @@ def plan_pipeline(body: Obj, spec: PipelineSpec, observed: Observed, ray_image: 
             step_status.state = STEP_STOPPED
             step_status.endTime = rfc3339(now)
             step_status.message = f"stopped: {timeout_message}"
-            fail(index, REASON_DEADLINE_EXCEEDED,
-                 f"{timeout_message} during step {step.name!r}: its RayJob "
-                 f"{job['metadata']['name']} was told to stop")
+            fail(
+                index,
+                REASON_DEADLINE_EXCEEDED,
+                f"{timeout_message} during step {step.name!r}: its RayJob "
+                f"{job['metadata']['name']} was told to stop",
+            )
             break
         _running(status, step.name)
         plan.wake_at = deadline

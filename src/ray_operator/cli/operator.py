@@ -15,8 +15,8 @@ from ray_operator.api.validation import validate_ray
 
 
 def run(
-    liveness: Annotated[
-        str | None, typer.Option(help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+    context: Annotated[
+        str | None, typer.Option(help="The kubeconfig context to use (default: its current one).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
@@ -24,26 +24,31 @@ def run(
 
     Settings come from the environment: KUBECONFIG (else in-cluster), RAY_OPERATOR_NAMESPACES
     (comma-separated; empty: every namespace), RAY_OPERATOR_RAY_IMAGE,
-    RAY_OPERATOR_RESYNC_SECONDS.
+    RAY_OPERATOR_DEFAULT_TEMPLATES, RAY_OPERATOR_RESYNC_SECONDS, RAY_OPERATOR_METRICS_PORT,
+    RAY_OPERATOR_LEADER_ELECTION and RAY_OPERATOR_LEADER_ELECTION_NAMESPACE.
     """
-    import kopf
+    import asyncio
+    import dataclasses
 
-    import ray_operator.controllers  # noqa: F401 - registers the handlers
-    from ray_operator.settings import Settings
+    from ray_operator.controllers.operator import run_operator
+    from ray_operator.kube import CredentialsError
+    from ray_operator.settings import Settings, SettingsError
 
-    settings = Settings.from_env()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpcore", "kopf.objects", "kopf.activities.startup"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    kopf.run(
-        standalone=True,
-        clusterwide=settings.cluster_wide,
-        namespaces=list(settings.namespaces),
-        liveness_endpoint=liveness,
-    )
+    try:
+        settings = Settings.from_env()
+        if context:
+            settings = dataclasses.replace(settings, context=context)
+        code = asyncio.run(run_operator(settings))
+    except (SettingsError, CredentialsError) as exc:
+        typer.echo(f"ray-operator run: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 def crds() -> None:

@@ -1,5 +1,1 @@
-"""Thin kopf controllers: importing this package registers every handler of the operator."""
-
-from ray_operator.controllers import login, ray, rayjob, raypipeline, runtime
-
-__all__ = ["login", "ray", "rayjob", "raypipeline", "runtime"]
+"""The three controllers (Ray, RayJob, RayPipeline) and the operator process that runs them."""

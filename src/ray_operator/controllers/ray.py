@@ -1,31 +1,399 @@
-"""kopf handlers for ``Ray``: feed watch events of Rays and their children to the reconciler."""
+"""Level-triggered reconcile of ``Ray`` resources: compare desired children with what exists.
+
+Reads come from the shared watch caches (Rays, and the Deployments and Services labelled as
+ours), so a steady cluster costs no API request: the reconciler compares, and writes only what
+differs. A child that exists but is not controlled by this ``Ray`` is never touched.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-import kopf
+from ray_operator.api.constants import (
+    ANNOTATION_DEFAULTS,
+    LABEL_CLUSTER,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    REASON_CREATED,
+    REASON_FAILED_CREATE,
+    REASON_FAILED_UPDATE,
+    REASON_INVALID_SPEC,
+    REASON_UNKNOWN_FIELD,
+    REASON_UPDATED,
+    ROLE_HEAD,
+    ROLE_WORKER,
+)
+from ray_operator.api.pod_fields import FieldTable
+from ray_operator.api.ray import RayResource
+from ray_operator.api.validation import Report, validate_ray
+from ray_operator.builders.default_templates import HEAD_CONTAINER, WORKER_CONTAINER
+from ray_operator.builders.defaults import (
+    Defaults,
+    DefaultsError,
+    asks_for_current,
+    current_defaults,
+    legacy_defaults,
+    read_defaults,
+)
+from ray_operator.builders.drift import controller_name, controller_uid, differences, replacement
+from ray_operator.builders.ray_cluster import (
+    ClusterPlan,
+    build_children,
+    head_name,
+    plan_cluster,
+    roles_using_defaults,
+    worker_name,
+    worker_selector,
+)
+from ray_operator.builders.ray_status import Observed, compute_status, status_changed
+from ray_operator.kube import DEPLOYMENT, RAY, SERVICE, Kind, Kube, KubeError
+from ray_operator.runtime.events import EventRecorder, now_rfc3339
+from ray_operator.runtime.informer import Informer
+from ray_operator.runtime.workqueue import Backoff, WorkQueue
+from ray_operator.settings import Settings
 
-from ray_operator.api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
-from ray_operator.controllers.ray_reconciler import RayReconciler
-from ray_operator.controllers.runtime import reconciler
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name)
 
-_MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
-
-
-@kopf.on.event(GROUP, VERSION, "rays")
-async def ray_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002 - kopf's name
-    """A Ray was listed, added, changed or deleted."""
-    reconciler(RayReconciler).on_ray_event(type, dict(body))
+# Children are ours when they carry both labels: the watch asks the apiserver for those only.
+CHILD_SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CLUSTER}"
+REASON_CHILD_CONFLICT: Final = "ChildConflict"
+REASON_INVALID_DEFAULTS: Final = "InvalidDefaults"
+_KINDS: Final[dict[str, Kind]] = {"Deployment": DEPLOYMENT, "Service": SERVICE}
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=_MANAGED)
-async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """A child Deployment changed: status to report, or drift to repair."""
-    reconciler(RayReconciler).on_child_event(type, dict(body))
+@dataclass(frozen=True)
+class ChildFailure:
+    """Why one child could not be made what it should be."""
+
+    reason: str
+    message: str
 
 
-@kopf.on.event("", "v1", "services", labels=_MANAGED)
-async def service_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """A head Service changed or went away."""
-    reconciler(RayReconciler).on_child_event(type, dict(body))
+@dataclass(frozen=True)
+class Validated:
+    """What a spec amounts to: the validation report, and the plan and children if valid."""
+
+    report: Report
+    plan: ClusterPlan | None
+    children: list[Obj]
+
+
+@dataclass
+class RayController:
+    """Reconciles one ``Ray`` at a time per key, from the shared caches."""
+
+    kube: Kube
+    settings: Settings
+    events: EventRecorder
+    rays: Informer
+    deployments: Informer
+    services: Informer
+    # The pod template fields the apiserver knows (read at start; None: the shipped table).
+    fields: FieldTable | None = None
+    # Seconds between two status writes of one cluster (bursts of child events are merged).
+    status_interval: float = 1.0
+    # While new clusters still wait for their children, status writes and events wait too (for
+    # at most status_hold seconds): in a burst, the apiserver's time goes to the objects users
+    # wait for first, then to the bookkeeping.
+    status_hold: float = 10.0
+    name: str = "ray"
+    queue: WorkQueue = field(init=False)
+    last_status_write: dict[Key, float] = field(default_factory=dict)
+    creating: set[Key] = field(default_factory=set)
+    held_status: dict[Key, float] = field(default_factory=dict)
+    # Validation and desired children per cluster, for the spec and defaults they came from.
+    plans: dict[Key, tuple[str, int, str, Validated]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(self.name, self._reconcile_key)
+        self.rays.subscribe(self._on_ray)
+        self.deployments.subscribe(self._on_child)
+        self.services.subscribe(self._on_child)
+
+    # --- watch feed -------------------------------------------------------------------------
+    def _on_ray(self, event_type: str, body: Obj, _: Obj | None) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.queue.forget(key)
+            self.events.forget(str(body["metadata"].get("uid")))
+            self.last_status_write.pop(key, None)
+            self.held_status.pop(key, None)
+            self.plans.pop(key, None)
+            self._children_written(key)
+            return
+        if self.deployments.get(key[0], worker_name(key[1])) is None:
+            if not self.creating:
+                self.events.hold()
+            self.creating.add(key)
+        self.queue.add(key)
+
+    def _on_child(self, _: str, body: Obj, __: Obj | None) -> None:
+        meta = body["metadata"]
+        cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
+        if not cluster:
+            return
+        key = (str(meta["namespace"]), str(cluster))
+        if self.rays.get(*key) is not None and not self._held(key):
+            self.queue.add(key)
+
+    def resync(self) -> None:
+        """Reconcile every known cluster (the periodic safety net)."""
+        for ray in self.rays.items():
+            self.queue.add((ray["metadata"]["namespace"], ray["metadata"]["name"]))
+
+    async def close(self) -> None:
+        """Post the events still pending."""
+        await self.events.drain()
+
+    # --- burst bookkeeping ------------------------------------------------------------------
+    def _children_written(self, key: Key) -> None:
+        """``key`` no longer waits for its children: once none does, let status and events go."""
+        if key not in self.creating:
+            return
+        self.creating.discard(key)
+        if not self.creating:
+            self.events.release()
+            held, self.held_status = list(self.held_status), {}
+            for waiting in held:
+                self.queue.add(waiting)
+
+    def _held(self, key: Key) -> bool:
+        """Whether ``key``'s status write or child-triggered reconcile waits for the burst."""
+        if not self.creating or key in self.creating:
+            return False
+        since = self.held_status.get(key)
+        if since is None:
+            self.held_status[key] = time.monotonic()
+            # Released when the burst ends, or by this at the latest.
+            self.queue.add_after(key, self.status_hold + 0.1)
+            return True
+        return time.monotonic() - since < self.status_hold
+
+    # --- reconcile --------------------------------------------------------------------------
+    async def _reconcile_key(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        body = self.rays.get(key[0], key[1])
+        try:
+            if body is not None and not body["metadata"].get("deletionTimestamp"):
+                await self.reconcile(body)
+        finally:
+            self._children_written(key)
+
+    async def reconcile(self, body: Obj) -> None:
+        """Bring one cluster's children to the desired state and write its status."""
+        meta = body["metadata"]
+        key: Key = (meta["namespace"], meta["name"])
+        generation = int(meta.get("generation", 0))
+        validated, failure = await self._validated(body, key, generation)
+        body = self.rays.get(*key) or body  # recording the defaults may have written it
+        report = validated.report
+        for path in report.unknown_fields:
+            self.events.emit_once(
+                body,
+                "Warning",
+                REASON_UNKNOWN_FIELD,
+                f"unknown field {path} is ignored (not part of a Kubernetes pod template)",
+            )
+        head_desired, worker_desired = _written_replicas(body)
+        plan = validated.plan
+        if not report.ok:
+            failure = ChildFailure(REASON_INVALID_SPEC, report.message())
+        elif plan is not None and failure is None:
+            head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
+            # The children do not depend on each other: write them side by side.
+            results = await asyncio.gather(*(self._ensure(body, d) for d in validated.children))
+            failure = next((r for r in results if r), None)
+        if failure is not None:
+            self.events.emit_once(body, "Warning", failure.reason, failure.message)
+        self._children_written(key)
+        await self._write_status(body, key, generation, head_desired, worker_desired, failure)
+        if failure is not None and failure.reason != REASON_INVALID_SPEC:
+            # Reported above; retried with backoff (a conflicting object may go away, a
+            # missing right may be granted). An invalid spec waits for the user's next edit.
+            raise Backoff(failure.message)
+
+    async def _validated(
+        self, body: Obj, key: Key, generation: int
+    ) -> tuple[Validated, ChildFailure | None]:
+        """The spec checked and, when valid, its children built from the recorded defaults."""
+        uid = str(body["metadata"].get("uid", ""))
+        cached = self.plans.get(key)
+        same_spec = cached is not None and cached[:2] == (uid, generation)
+        report = cached[3].report if cached is not None and same_spec else None
+        if report is None:
+            report = validate_ray(body, self.fields)
+        if not report.ok or report.resource is None:
+            validated = Validated(report, None, [])
+            self.plans[key] = (uid, generation, "", validated)
+            return validated, None
+        try:
+            defaults = await self._recorded_defaults(body, report.resource)
+        except DefaultsError as exc:
+            return Validated(report, None, []), ChildFailure(REASON_INVALID_DEFAULTS, str(exc))
+        recorded = defaults.annotation()
+        if cached is not None and same_spec and cached[2] == recorded:
+            return cached[3], None
+        plan = plan_cluster(report.resource, defaults, report.unknown_fields)
+        validated = Validated(report, plan, build_children(plan))
+        self.plans[key] = (uid, generation, recorded, validated)
+        return validated, None
+
+    async def _recorded_defaults(self, body: Obj, resource: RayResource) -> Defaults:
+        """The defaults this cluster was given, recorded first if they are not yet."""
+        needed = roles_using_defaults(resource)
+        recorded = read_defaults(body)
+        if recorded is None:
+            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            own = self._own_deployments(body, ns, name)
+            if own and not asks_for_current(body):
+                # Made by the first release, which did not record its defaults: the running
+                # children say which image it chose. Record that, never today's default.
+                recorded = legacy_defaults(_images(own), self.settings.ray_image)
+            else:
+                recorded = self._current(needed)
+        missing = [role for role in needed if recorded.template(role) is None]
+        if missing:
+            fresh = self._current(missing)
+            recorded = recorded.with_templates({r: fresh.templates[r] for r in missing})
+        text = recorded.annotation()
+        annotations = body["metadata"].get("annotations") or {}
+        if annotations.get(ANNOTATION_DEFAULTS) != text:
+            meta = body["metadata"]
+            patch = {"metadata": {"annotations": {ANNOTATION_DEFAULTS: text}}}
+            self.rays.remember(await self.kube.patch(RAY, meta["name"], patch, meta["namespace"]))
+        return recorded
+
+    def _current(self, roles: list[str]) -> Defaults:
+        full = current_defaults(self.settings.ray_image, self.settings.default_templates)
+        return Defaults(full.revision, {r: full.templates[r] for r in roles})
+
+    def _own_deployments(self, body: Obj, ns: str, name: str) -> dict[str, Obj]:
+        uid = body["metadata"].get("uid")
+        found = {}
+        for role, child in ((ROLE_HEAD, head_name(name)), (ROLE_WORKER, worker_name(name))):
+            deployment = self.deployments.get(ns, child)
+            if deployment is not None and controller_uid(deployment) == uid:
+                found[role] = deployment
+        return found
+
+    async def _write_status(
+        self,
+        body: Obj,
+        key: Key,
+        generation: int,
+        head_desired: int,
+        worker_desired: int,
+        failure: ChildFailure | None,
+    ) -> None:
+        ns, name = key
+        observed = Observed(
+            generation=generation,
+            head_desired=head_desired,
+            worker_desired=worker_desired,
+            head=self.deployments.get(ns, head_name(name)),
+            worker=self.deployments.get(ns, worker_name(name)),
+            worker_selector=worker_selector(name),
+            error=failure.message if failure else None,
+            error_reason=failure.reason if failure else REASON_INVALID_SPEC,
+        )
+        previous = body.get("status") or {}
+        now = now_rfc3339()
+        status = compute_status(previous, observed, now)
+        if not status_changed(previous, status) or self._held(key):
+            return
+        self.held_status.pop(key, None)
+        # While replica counts climb, write at most once per interval per cluster; the
+        # deferred reconcile writes whatever is true by then (a burst costs one write).
+        wait = self.last_status_write.get(key, -1e9) + self.status_interval - time.monotonic()
+        if wait > 0:
+            self.queue.add_after(key, wait)
+            return
+        self.last_status_write[key] = time.monotonic()
+        status["lastReconcileTime"] = now
+        try:
+            updated = await self.kube.patch(RAY, name, {"status": status}, ns, subresource="status")
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+            return
+        self.rays.remember(updated)
+
+    def _cache(self, kind: str) -> Informer:
+        return self.deployments if kind == "Deployment" else self.services
+
+    async def _ensure(self, owner: Obj, desired: Obj) -> ChildFailure | None:
+        """Create or repair one child; what went wrong, if anything."""
+        kind = _KINDS[desired["kind"]]
+        cache = self._cache(desired["kind"])
+        meta = desired["metadata"]
+        noun = f"{desired['kind'].lower()} {meta['name']}"
+        existing = cache.get(meta["namespace"], meta["name"])
+        if existing is None:
+            try:
+                created = await self.kube.create(kind, desired)
+            except KubeError as exc:
+                if not exc.conflict:
+                    return ChildFailure(
+                        REASON_FAILED_CREATE, f"Failed to create the {noun}: {exc.message}"
+                    )
+                # It exists but is not in our cache: someone else's, or ours without our labels.
+                existing = await self.kube.get(kind, meta["name"], meta["namespace"])
+            else:
+                cache.remember(created)
+                self.events.emit(owner, "Normal", REASON_CREATED, f"Successfully create the {noun}")
+                return None
+        if controller_uid(existing) != owner["metadata"].get("uid"):
+            return ChildFailure(
+                REASON_CHILD_CONFLICT,
+                f"{desired['kind']} {meta['namespace']}/{meta['name']} already exists and is "
+                f"controlled by {controller_name(existing)}, not by this Ray: it is left as it "
+                f"is; delete or rename it, or give the Ray another name",
+            )
+        drift = differences(desired, existing)
+        if not drift:
+            return None
+        try:
+            updated = await self.kube.replace(kind, replacement(existing, desired))
+        except KubeError as exc:
+            if exc.not_found:
+                return None  # deleted meanwhile: its DELETED event brings a re-create
+            if exc.conflict:
+                raise  # changed meanwhile: retried with the newer version
+            return ChildFailure(REASON_FAILED_UPDATE, f"Failed to update the {noun}: {exc.message}")
+        cache.remember(updated)
+        shown = ", ".join(drift[:3]) + (f" and {len(drift) - 3} more" if len(drift) > 3 else "")
+        self.events.emit(
+            owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
+        )
+        return None
+
+
+def _images(deployments: dict[str, Obj]) -> dict[str, str]:
+    """The Ray image each role's Deployment runs (its Ray container, else its first one)."""
+    images = {}
+    for role, deployment in deployments.items():
+        containers = deployment["spec"]["template"]["spec"].get("containers") or []
+        wanted = HEAD_CONTAINER if role == ROLE_HEAD else WORKER_CONTAINER
+        chosen = next((c for c in containers if c.get("name") == wanted), None)
+        chosen = chosen or (containers[0] if containers else {})
+        if chosen.get("image"):
+            images[role] = str(chosen["image"])
+    return images
+
+
+def _written_replicas(body: Obj) -> tuple[int, int]:
+    """Head and worker counts as written, for the status of a spec that failed validation."""
+    spec = body.get("spec") or {}
+
+    def count(role: str, default: int) -> int:
+        value = (spec.get(role) or {}).get("replicas")
+        return value if isinstance(value, int) else default
+
+    return count("head", 1), count("worker", 0)

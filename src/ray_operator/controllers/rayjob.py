@@ -1,60 +1,493 @@
-"""kopf handlers for ``RayJob``: feed watch events to the reconciler.
+"""Level-triggered reconcile of ``RayJob`` resources.
 
-Children are watched through the label every one of them carries (``ray.kubeflow.org/rayjob``),
-so the runner's status reaches the resource as soon as it writes its ConfigMap.
+The shared watch caches hold the RayJobs, the Rays and the children labelled with their RayJob
+(the apiserver filters them: no other Pod or ConfigMap is cached); one ``reconcile()`` per key
+compares them with what should exist, creates what is missing while the job has not ended,
+passes ``spec.kill`` to the runner, and mirrors the runner's ConfigMap into the status. A steady
+job costs no API request: reads come from the caches.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
 
-import kopf
+from ray_operator.api.constants import REASON_CREATED, REASON_FAILED_CREATE, REASON_INVALID_SPEC
+from ray_operator.api.rayjob import RayJobSpec
+from ray_operator.builders.drift import controller_name, controller_uid
+from ray_operator.builders.rayjob import (
+    LABEL_RAYJOB,
+    build_configmap,
+    build_role,
+    build_role_binding,
+    build_runner_pod,
+    build_service_account,
+    child_name,
+)
+from ray_operator.builders.rayjob_status import (
+    MIRRORED,
+    RUNNER_RESTARTS,
+    check_spec,
+    compute_rayjob_status,
+    is_terminal,
+    job_address,
+    ray_not_ready,
+    status_patch,
+)
+from ray_operator.jobs.config import (
+    KEY_ADDRESS,
+    KEY_ID,
+    KEY_KILL,
+    STATUS_JOB,
+    STATUS_START_TIME,
+    STATUS_SUBMIT_TIME,
+)
+from ray_operator.jobs.ray_api import (
+    TERMINAL_STATES,
+    RayApiError,
+    RayJobNotFoundError,
+    RayJobsClient,
+    RayUnreachableError,
+)
+from ray_operator.jobs.status_store import new_submission_id
+from ray_operator.kube import (
+    CONFIGMAP,
+    POD,
+    RAYJOB,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE_ACCOUNT,
+    Kind,
+    Kube,
+    KubeError,
+)
+from ray_operator.runtime.events import EventRecorder
+from ray_operator.runtime.informer import Informer
+from ray_operator.runtime.workqueue import Backoff, WorkQueue
+from ray_operator.settings import Settings
 
-from ray_operator.api.constants import GROUP, VERSION
-from ray_operator.builders.rayjob import LABEL_RAYJOB
-from ray_operator.controllers.rayjob_reconciler import RayJobReconciler
-from ray_operator.controllers.runtime import reconciler
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name)
 
-_OWNED = {LABEL_RAYJOB: kopf.PRESENT}
+FINALIZER: Final = "ray.kubeflow.org/stop-job"
+REASON_WAITING: Final = "WaitingForCluster"
+REASON_RUNNER_ENDED: Final = "RunnerEnded"
+REASON_RUNNER_RESTARTED: Final = "RunnerRestarted"
+REASON_STOPPED: Final = "StoppedJob"
+REASON_FAILED_STOP: Final = "FailedStop"
+REASON_CHILD_CONFLICT: Final = "ChildConflict"
+# The children of RayJobs carry this label: the watches ask the apiserver for those only.
+CHILD_SELECTOR: Final = LABEL_RAYJOB
+# How long a deleted RayJob waits for its Ray job to be stopped before letting go anyway
+# (a lost cluster must not block the deletion forever), and the timeout of each stop request.
+STOP_GRACE_SECONDS: Final = 30.0
+STOP_REQUEST_TIMEOUT: Final = 5.0
+STOP_RETRY_SECONDS: Final = 2.0
 
-
-@kopf.on.event(GROUP, VERSION, "rayjobs")
-async def rayjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002 - kopf's name
-    """A RayJob was listed, added, changed or deleted."""
-    reconciler(RayJobReconciler).on_job_event(type, dict(body))
-
-
-@kopf.on.event(GROUP, VERSION, "rays")
-async def ray_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """A Ray's health changed: RayJobs that name it may start."""
-    reconciler(RayJobReconciler).on_ray_event(type, dict(body))
-
-
-@kopf.on.event("", "v1", "configmaps", labels=_OWNED)
-async def configmap_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """The runner wrote status, or the ConfigMap went away."""
-    reconciler(RayJobReconciler).on_child_event(type, dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels=_OWNED)
-async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """The runner Pod changed phase or went away."""
-    reconciler(RayJobReconciler).on_child_event(type, dict(body))
+# Created in this order: the Pod last, once its identity and its ConfigMap exist.
+CHILD_KINDS: Final[dict[str, Kind]] = {
+    "ServiceAccount": SERVICE_ACCOUNT,
+    "Role": ROLE,
+    "RoleBinding": ROLE_BINDING,
+    "ConfigMap": CONFIGMAP,
+    "Pod": POD,
+}
 
 
-@kopf.on.event("", "v1", "serviceaccounts", labels=_OWNED)
-async def service_account_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """The runner's ServiceAccount changed or went away."""
-    reconciler(RayJobReconciler).on_child_event(type, dict(body))
+@dataclass
+class RayJobController:
+    """Reconciles one ``RayJob`` at a time per key, from the shared caches."""
+
+    kube: Kube
+    settings: Settings
+    events: EventRecorder
+    jobs: Informer
+    rays: Informer
+    # The caches of each child kind, by kind name (see CHILD_KINDS).
+    children: dict[str, Informer]
+    name: str = "rayjob"
+    queue: WorkQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(self.name, self._reconcile_key)
+        self.jobs.subscribe(self._on_job)
+        self.rays.subscribe(self._on_ray)
+        for cache in self.children.values():
+            cache.subscribe(self._on_child)
+
+    # --- watch feed -------------------------------------------------------------------------
+    def _on_job(self, event_type: str, body: Obj, _: Obj | None) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.queue.forget(key)
+            self.events.forget(str(body["metadata"].get("uid")))
+            return
+        self.queue.add(key)
+
+    def _on_ray(self, _: str, body: Obj, __: Obj | None) -> None:
+        """A Ray changed: the jobs waiting for it may start."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        for job in self.jobs.items():
+            if (
+                job["metadata"]["namespace"] == ns
+                and (job.get("spec") or {}).get("cluster") == name
+            ):
+                self.queue.add((ns, job["metadata"]["name"]))
+
+    def _on_child(self, _: str, body: Obj, __: Obj | None) -> None:
+        """A child changed: mirror its status, or recreate it when it went away."""
+        meta = body["metadata"]
+        job = (meta.get("labels") or {}).get(LABEL_RAYJOB)
+        if job and self.jobs.get(meta["namespace"], job) is not None:
+            self.queue.add((meta["namespace"], job))
+
+    async def close(self) -> None:
+        """Nothing scheduled of its own to cancel."""
+
+    def resync(self) -> None:
+        """Reconcile every known RayJob from the caches (the periodic safety net)."""
+        for job in self.jobs.items():
+            self.queue.add((job["metadata"]["namespace"], job["metadata"]["name"]))
+
+    def _later(self, key: Key, seconds: float) -> None:
+        self.queue.add_after(key, seconds)
+
+    # --- reconcile --------------------------------------------------------------------------
+    async def _reconcile_key(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        body = self.jobs.get(*key)
+        if body is None:
+            return
+        if body["metadata"].get("deletionTimestamp"):
+            await self.finalize(body)
+        else:
+            await self.reconcile(body)
+
+    def _child(self, kind: str, ns: str, job: str) -> Obj | None:
+        return self.children[kind].get(ns, child_name(job))
+
+    async def reconcile(self, body: Obj) -> None:
+        """Create what is missing, pass on ``spec.kill``, and mirror the runner's status."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        previous: Obj = body.get("status") or {}
+        configmap = self._child("ConfigMap", ns, name)
+        data: dict[str, str] | None = (
+            dict(configmap.get("data") or {}) if configmap is not None else None
+        )
+        checked = check_spec(body.get("spec"))
+        if checked.spec is None:
+            assert checked.error is not None
+            await self._report_once(body, "Warning", REASON_INVALID_SPEC, checked.error)
+            await self._write_status(
+                body,
+                compute_rayjob_status(
+                    previous, data, note=checked.error, note_reason=REASON_INVALID_SPEC
+                ),
+            )
+            return
+        spec = checked.spec
+        mirrored = compute_rayjob_status(previous, data)
+        if is_terminal(mirrored):
+            # Ended: nothing to recreate, nothing left to stop on deletion.
+            await self._write_status(body, mirrored)
+            await self._remove_finalizer(body)
+            return
+        if configmap is None and spec.cluster:
+            waiting = ray_not_ready(self.rays.get(ns, spec.cluster), spec.cluster, ns)
+            if waiting:
+                await self._report_once(body, "Normal", REASON_WAITING, waiting)
+                await self._write_status(
+                    body,
+                    compute_rayjob_status(previous, data, note=waiting, note_reason=REASON_WAITING),
+                )
+                return
+        if configmap is None and spec.kill and not previous.get("submitTime"):
+            await self._write_status(
+                body,
+                {
+                    **previous,
+                    "jobStatus": "STOPPED",
+                    "reason": "Stopped",
+                    "message": "spec.kill was set before the job was submitted",
+                },
+            )
+            return
+        body = await self._add_finalizer(body)
+        # The submission id is chosen and stored in the status before anything can submit it:
+        # a ConfigMap recreated after a loss carries the same id, so Ray never runs the job twice.
+        submission_id = (data or {}).get(KEY_ID) or previous.get("submissionId")
+        if not submission_id:
+            submission_id = new_submission_id(name)
+            body = await self._write_status(body, {**previous, "submissionId": submission_id})
+        failure = await self._ensure_children(body, spec, submission_id)
+        configmap = self._child("ConfigMap", ns, name)
+        data = dict(configmap.get("data") or {}) if configmap is not None else None
+        if spec.kill and data is not None and data.get(KEY_KILL) != "true":
+            data = await self._set_kill(ns, name) or data
+        restarts = int((body.get("status") or {}).get(RUNNER_RESTARTS) or 0)
+        note: str | None
+        reason: str | None
+        if failure:
+            note, reason = failure
+        else:
+            note, reason, restarts = await self._replace_ended_runner(body, spec, data, restarts)
+        status = compute_rayjob_status(
+            body.get("status"), data, submission_id, note=note, note_reason=reason
+        )
+        if restarts:
+            status[RUNNER_RESTARTS] = restarts
+        await self._write_status(body, status)
+        if failure:
+            raise Backoff(failure[0])  # reported in the status and an event; retried later
+
+    async def _replace_ended_runner(
+        self, body: Obj, spec: RayJobSpec, data: dict[str, str] | None, restarts: int
+    ) -> tuple[str | None, str | None, int]:
+        """A runner Pod that ended while its job had not: replace it, up to spec.backoffLimit.
+
+        The new runner resumes following the same submission (its id is in the ConfigMap), as
+        a Job's new pod would. Returns (note, reason, restarts so far).
+        """
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        pod_name = child_name(name)
+        pod = self._child("Pod", ns, name)
+        phase = ((pod or {}).get("status") or {}).get("phase")
+        if pod is None or phase not in ("Failed", "Succeeded"):
+            return None, None, restarts
+        if pod["metadata"].get("deletionTimestamp") or (data or {}).get(STATUS_JOB) in (
+            TERMINAL_STATES
+        ):
+            return None, None, restarts
+        ended = f"the runner pod {pod_name} ended (phase {phase}) before the job did"
+        if restarts >= spec.backoffLimit:
+            # Kept for its log, as a Job keeps its failed pods.
+            return (
+                f"{ended}, and spec.backoffLimit={spec.backoffLimit} runners were started "
+                "after the first; delete the pod to start one more, which resumes the same "
+                "submission",
+                REASON_RUNNER_ENDED,
+                restarts,
+            )
+        # Only this very pod (its uid): a successor made meanwhile is never the one deleted.
+        await self.kube.delete(POD, pod_name, ns, uid=pod["metadata"].get("uid"))
+        # Out of the cache at once, and its uid buried: the next reconcile makes the successor
+        # (a 409 while the old pod terminates brings it back into the cache, still deleting).
+        self.children["Pod"].forget(pod)
+        restarts += 1
+        self.events.emit(
+            body,
+            "Warning",
+            REASON_RUNNER_RESTARTED,
+            f"{ended}; starting runner {restarts + 1} of {spec.backoffLimit + 1}, which resumes "
+            "the same submission",
+        )
+        return None, None, restarts
+
+    def _desired_children(self, body: Obj, spec: RayJobSpec, submission_id: str) -> list[Obj]:
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        configmap = build_configmap(name, uid, spec, job_address(spec, ns))
+        configmap["data"][KEY_ID] = submission_id
+        # A lost ConfigMap comes back with the runner's progress as last mirrored (its submit
+        # time above all): the new runner resumes following the job instead of submitting again.
+        # Messages are not copied: they may be the controller's own notes.
+        status = body.get("status") or {}
+        if status.get("submitTime"):
+            for cm_key in (STATUS_JOB, STATUS_SUBMIT_TIME, STATUS_START_TIME):
+                if status.get(MIRRORED[cm_key]):
+                    configmap["data"][cm_key] = str(status[MIRRORED[cm_key]])
+        return [
+            build_service_account(name, uid),
+            build_role(name, uid),
+            build_role_binding(name, uid, ns),
+            configmap,
+            build_runner_pod(name, uid, spec, self.settings.runner_image),
+        ]
+
+    async def _ensure_children(
+        self, body: Obj, spec: RayJobSpec, submission_id: str
+    ) -> tuple[str, str] | None:
+        """Create each missing child; returns (message, reason) of the first failure."""
+        ns = body["metadata"]["namespace"]
+        uid = body["metadata"]["uid"]
+        for desired in self._desired_children(body, spec, submission_id):
+            kind_name = desired["kind"]
+            child = desired["metadata"]["name"]
+            cache = self.children[kind_name]
+            existing = cache.get(ns, child)
+            if existing is None:
+                kind = CHILD_KINDS[kind_name]
+                try:
+                    cache.remember(await self.kube.create(kind, desired, ns))
+                except KubeError as exc:
+                    if not exc.conflict:
+                        message = f"Failed to create the {kind_name.lower()} {child}: {exc.message}"
+                        self.events.emit_once(body, "Warning", REASON_FAILED_CREATE, message)
+                        return message, REASON_FAILED_CREATE
+                    # It exists but is not in our cache: ours a moment ago, or someone else's.
+                    existing = await self.kube.get(kind, child, ns)
+                    if controller_uid(existing) == uid:
+                        cache.remember(existing)
+                else:
+                    self.events.emit(
+                        body,
+                        "Normal",
+                        REASON_CREATED,
+                        f"Successfully create the {kind_name.lower()} {child}",
+                    )
+                    continue
+            if controller_uid(existing) != uid:
+                message = (
+                    f"{kind_name} {ns}/{child} already exists and is controlled by "
+                    f"{controller_name(existing)}, not by this RayJob: it is left as it is; "
+                    "delete it, or give the RayJob another name"
+                )
+                self.events.emit_once(body, "Warning", REASON_CHILD_CONFLICT, message)
+                return message, REASON_CHILD_CONFLICT
+        return None
+
+    async def _set_kill(self, ns: str, name: str) -> dict[str, str] | None:
+        """Tell the runner to stop the job (it watches its ConfigMap's ``kill`` key)."""
+        try:
+            updated = await self.kube.patch(
+                CONFIGMAP, child_name(name), {"data": {KEY_KILL: "true"}}, ns
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        self.children["ConfigMap"].remember(updated)
+        return dict(updated.get("data") or {})
+
+    async def _write_status(self, body: Obj, status: Obj) -> Obj:
+        """Patch the status when it differs; returns the RayJob as now known."""
+        meta = body["metadata"]
+        patch = status_patch(body.get("status"), status)
+        if patch is None:
+            return body
+        log.debug("RayJob %s/%s status: %s", meta["namespace"], meta["name"], patch)
+        try:
+            updated = await self.kube.patch(
+                RAYJOB, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return body
+            raise
+        self.jobs.remember(updated)
+        return updated
+
+    async def _report_once(self, body: Obj, kind: str, reason: str, message: str) -> None:
+        self.events.emit_once(body, kind, reason, message)
+
+    # --- finalizer --------------------------------------------------------------------------
+    async def _set_finalizer(self, body: Obj, present: bool) -> Obj:
+        """Add or remove our finalizer, keeping everyone else's."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        for attempt in range(3):
+            finalizers = list(body["metadata"].get("finalizers") or [])
+            if (FINALIZER in finalizers) == present:
+                return body
+            others = [f for f in finalizers if f != FINALIZER]
+            wanted = [*others, FINALIZER] if present else others
+            # resourceVersion makes this a compare-and-set: a finalizer added meanwhile is kept.
+            version = body["metadata"]["resourceVersion"]
+            patch = {"metadata": {"finalizers": wanted, "resourceVersion": version}}
+            try:
+                body = await self.kube.patch(RAYJOB, name, patch, ns)
+                break
+            except KubeError as exc:
+                if exc.not_found:
+                    return body
+                if not exc.conflict or attempt == 2:
+                    raise
+                # Our cache is behind (a status write, or a watch event still on its way).
+                body = await self.kube.get(RAYJOB, name, ns)
+        self.jobs.remember(body)
+        return body
+
+    async def _add_finalizer(self, body: Obj) -> Obj:
+        return await self._set_finalizer(body, present=True)
+
+    async def _remove_finalizer(self, body: Obj) -> None:
+        await self._set_finalizer(body, present=False)
+
+    async def finalize(self, body: Obj) -> None:
+        """A deleted RayJob: stop its Ray job if it still runs, then let the deletion proceed."""
+        meta = body["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        configmap = self._child("ConfigMap", ns, name)
+        data = dict(configmap.get("data") or {}) if configmap is not None else None
+        status = compute_rayjob_status(body.get("status"), data)
+        submission_id = status.get("submissionId")
+        checked = check_spec(body.get("spec"))
+        # Where the job was sent: the ConfigMap says it even if the spec was edited since.
+        address = (data or {}).get(KEY_ADDRESS) or (
+            job_address(checked.spec, ns) if checked.spec is not None else ""
+        )
+        if submission_id and address and not is_terminal(status):
+            if data is not None and data.get(KEY_KILL) != "true":
+                await self._set_kill(ns, name)  # the runner stops it too, with its own token
+            if not self._may_have_submitted(ns, name, status):
+                await self._remove_finalizer(body)
+                return
+            error = await self._stop(address, submission_id)
+            if error is not None:
+                waited = _seconds_since(meta["deletionTimestamp"])
+                if waited < STOP_GRACE_SECONDS:
+                    log.info("RayJob %s/%s: %s; retrying", ns, name, error)
+                    self._later((ns, name), STOP_RETRY_SECONDS)
+                    return
+                self.events.emit(
+                    body,
+                    "Warning",
+                    REASON_FAILED_STOP,
+                    f"could not stop Ray job {submission_id} at {address} within "
+                    f"{STOP_GRACE_SECONDS:g}s ({error}); deleting the RayJob anyway",
+                )
+            else:
+                self.events.emit(
+                    body,
+                    "Normal",
+                    REASON_STOPPED,
+                    f"stopped Ray job {submission_id} at {address} before deleting the RayJob",
+                )
+        await self._remove_finalizer(body)
+
+    def _may_have_submitted(self, ns: str, name: str, status: Obj) -> bool:
+        """False only when no runner can have reached Ray: no submit time, no running Pod.
+
+        (A runner that starts now reads ``kill`` first and does not submit.)
+        """
+        if status.get("submitTime"):
+            return True
+        pod = self._child("Pod", ns, name)
+        return ((pod or {}).get("status") or {}).get("phase") == "Running"
+
+    async def _stop(self, address: str, submission_id: str) -> str | None:
+        """Stop one Ray job; None when stopped, already ended or never submitted, else why not."""
+        try:
+            async with RayJobsClient(address, timeout=STOP_REQUEST_TIMEOUT) as client:
+                await client.stop(submission_id)
+        except RayJobNotFoundError:
+            return None  # never submitted: the runner goes with its Pod
+        except (RayApiError, RayUnreachableError) as exc:
+            return str(exc)
+        return None
 
 
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=_OWNED)
-async def role_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """The runner's Role changed or went away."""
-    reconciler(RayJobReconciler).on_child_event(type, dict(body))
-
-
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_OWNED)
-async def role_binding_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
-    """The runner's RoleBinding changed or went away."""
-    reconciler(RayJobReconciler).on_child_event(type, dict(body))
+def _seconds_since(timestamp: str) -> float:
+    try:
+        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - moment.timestamp())

@@ -1,0 +1,104 @@
+"""``ray-operator run``: connect, build the shared caches and the controllers, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+
+import httpx
+
+from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
+from ray_operator.builders.rayjob import LABEL_RAYJOB
+from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
+from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
+from ray_operator.controllers.raypipeline import PipelineController
+from ray_operator.kube import DEPLOYMENT, RAY, RAYJOB, RAYPIPELINE, SERVICE, Kube, KubeError
+from ray_operator.runtime.events import EventRecorder
+from ray_operator.runtime.manager import LeaseOptions, Manager
+from ray_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def read_field_table(kube: Kube) -> FieldTable | None:
+    """The pod template fields this apiserver knows, from its OpenAPI v3; None if unreadable."""
+    try:
+        table = extract_pod_fields(await kube.request("GET", OPENAPI_V3_CORE))
+    except (KubeError, httpx.HTTPError, KeyError, ValueError) as exc:
+        log.warning(
+            "cannot read %s (%s): pod templates are checked against the fields of the "
+            "Kubernetes version this operator was tested with",
+            OPENAPI_V3_CORE,
+            exc,
+        )
+        return None
+    log.info("pod template fields from the apiserver: %d types", len(table))
+    return table
+
+
+def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> Manager:
+    """The manager with its caches and the three controllers wired to them."""
+    lease = None
+    if settings.leader_election and settings.leader_election_namespace:
+        identity = settings.leader_election_identity or (
+            f"{socket.gethostname()}_{secrets.token_hex(4)}"
+        )
+        lease = LeaseOptions(
+            settings.leader_election_namespace, settings.leader_election_id, identity
+        )
+    manager = Manager(
+        kube,
+        namespaces=settings.namespaces,
+        resync_seconds=settings.resync_seconds,
+        metrics_port=settings.metrics_port,
+        lease=lease,
+    )
+    events = EventRecorder(kube)
+    rays = manager.informer(RAY)
+    jobs = manager.informer(RAYJOB)
+    manager.add(
+        RayController(
+            kube,
+            settings,
+            events,
+            rays,
+            manager.informer(DEPLOYMENT, CHILD_SELECTOR),
+            manager.informer(SERVICE, CHILD_SELECTOR),
+            fields,
+        )
+    )
+    children = {name: manager.informer(kind, LABEL_RAYJOB) for name, kind in CHILD_KINDS.items()}
+    manager.add(RayJobController(kube, settings, events, jobs, rays, children))
+    manager.add(
+        PipelineController(kube, settings, events, manager.informer(RAYPIPELINE), jobs, rays)
+    )
+    return manager
+
+
+async def run_operator(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT; the exit status (1: the leader Lease was lost)."""
+    kube = await Kube.connect(settings.kubeconfig, settings.context)
+    try:
+        fields = await read_field_table(kube)
+        manager = build_manager(kube, settings, fields)
+        if manager.lease is None:
+            log.info(
+                "leader election off%s: run one operator only",
+                "" if settings.leader_election else " (RAY_OPERATOR_LEADER_ELECTION=false)",
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "watching %s as pid %d",
+            ", ".join(settings.namespaces) or "every namespace",
+            os.getpid(),
+        )
+        return await manager.run(stop)
+    finally:
+        await kube.close()
