@@ -63,13 +63,19 @@ What the operator does, resource by resource: each verb named, no wildcards.
 Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 */}}
 {{- define "ray-operator.rules" -}}
-# Ray: watched and reconciled; RayPipelines create and delete them.
+# Ray: watched and reconciled (patch: the defaults it was given, recorded at creation);
+# RayPipelines create and delete them.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rays"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rays/status"]
   verbs: ["get", "patch"]
+# A Ray's children name it as owner with blockOwnerDeletion, which clusters with
+# OwnerReferencesPermissionEnforcement allow only to who may update the owner's finalizers.
+- apiGroups: ["ray.kubeflow.org"]
+  resources: ["rays/finalizers"]
+  verbs: ["update"]
 # RayJob: watched and reconciled (patch: its finalizer, which stops the Ray job on deletion);
 # RayPipelines create them, and patch spec.kill at a deadline.
 - apiGroups: ["ray.kubeflow.org"]
@@ -78,7 +84,6 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs/status"]
   verbs: ["get", "patch"]
-# A RayJob's children name it as owner with blockOwnerDeletion (see raypipelines/finalizers).
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["rayjobs/finalizers"]
   verbs: ["update"]
@@ -88,8 +93,6 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["raypipelines/status"]
   verbs: ["get", "patch"]
-# A pipeline's RayJobs and Ray name it as owner with blockOwnerDeletion, which clusters with
-# OwnerReferencesPermissionEnforcement allow only to who may update the owner's finalizers.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["raypipelines/finalizers"]
   verbs: ["update"]
@@ -101,15 +104,15 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "update"]
 # A RayJob's children, watched so that lost ones are recreated and status mirrors at once.
-# Nothing is deleted by the operator: the garbage collector follows the owner references.
 # ConfigMap: job data and status (patch: spec.kill). update is not used directly, but the
 # runner's Role grants get/update/patch, and a Role may only grant rights its creator holds.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "update", "patch"]
+# The runner Pod (delete: one that ended before its job is replaced, up to backoffLimit).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
 # requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
 - apiGroups: [""]
@@ -121,16 +124,4 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- end -}}
-
-{{/* Cluster-scoped reads kopf makes: CRDs always; namespaces only when it watches a list of them. */}}
-{{- define "ray-operator.discoveryRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
-{{- if include "ray-operator.watchNamespaces" . | fromJsonArray }}
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-{{- end }}
 {{- end -}}
