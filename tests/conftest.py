@@ -10,7 +10,15 @@ import pytest
 from ray_operator.kube import NAMESPACE, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
+from tests.chart_install import ChartRelease
 from tests.operator_process import OperatorProcess
+
+# Pod Security admission labels: what a namespace enforces.
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+BASELINE = {"pod-security.kubernetes.io/enforce": "baseline"}
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +30,7 @@ def control_plane() -> Iterator[LocalControlPlane]:
 
 @pytest.fixture(scope="session")
 async def kube(control_plane: LocalControlPlane) -> AsyncIterator[Kube]:
-    """A client for the test apiserver, with every CRD of the project installed."""
+    """An admin client for the test apiserver, with every CRD of the project installed."""
     from ray_operator.api.crd import all_crds
     from ray_operator.localkube.crds import install_crds
 
@@ -32,13 +40,29 @@ async def kube(control_plane: LocalControlPlane) -> AsyncIterator[Kube]:
     await client.close()
 
 
-@pytest.fixture
-async def namespace(kube: Kube) -> AsyncIterator[str]:
-    """A fresh namespace for one test, deleted after it."""
+async def make_namespace(kube: Kube, labels: dict[str, str]) -> str:
+    """A namespace with a random name and these labels."""
     name = f"t-{secrets.token_hex(4)}"
     await kube.create(
-        NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        NAMESPACE,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
     )
+    return name
+
+
+@pytest.fixture
+async def namespace(kube: Kube) -> AsyncIterator[str]:
+    """A fresh namespace for one test, enforcing Pod Security ``restricted``, deleted after it."""
+    name = await make_namespace(kube, RESTRICTED)
+    yield name
+    await kube.delete(NAMESPACE, name)
+
+
+@pytest.fixture
+async def baseline_namespace(kube: Kube) -> AsyncIterator[str]:
+    """A namespace enforcing only ``baseline``: for user templates written without a
+    securityContext (the original's full example), which ``restricted`` would refuse."""
+    name = await make_namespace(kube, BASELINE)
     yield name
     await kube.delete(NAMESPACE, name)
 
@@ -48,9 +72,23 @@ pytest_plugins = ["tests.fixtures.ray_head", "tests.fixtures.s3"]
 
 
 @pytest.fixture(scope="session")
-def running_operator(control_plane: LocalControlPlane, kube: Kube) -> Iterator[OperatorProcess]:
-    """The operator (`ray-operator run`) as a process against the test apiserver, cluster-wide."""
-    proc = OperatorProcess(control_plane).start()
+async def chart_release(
+    control_plane: LocalControlPlane, kube: Kube
+) -> AsyncIterator[ChartRelease]:
+    """The chart installed cluster-wide in ``ray-system``, as a user would install it."""
+    release = await ChartRelease(control_plane, kube, {"resyncSeconds": 5}, "ray-system").install()
+    yield release
+    await release.uninstall()
+
+
+@pytest.fixture(scope="session")
+def running_operator(chart_release: ChartRelease) -> Iterator[OperatorProcess]:
+    """The operator as the chart runs it: its rights only, in-cluster, cluster-wide.
+
+    The only operator of the session: no other one serves the same objects.
+    """
+    proc = chart_release.operator().start()
+    proc.wait_ready()
     yield proc
     proc.stop()
 

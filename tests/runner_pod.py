@@ -2,8 +2,9 @@
 
 The process gets what the Pod would get and nothing more: the container's command and env as the
 kubelet resolves them, its Secret volumes as local directories (env values that point into a
-mount point are pointed at the copy), and the Pod's ServiceAccount as its only identity (a
-kubeconfig with that account's token), so a test proves the Role the operator made is enough.
+mount point are pointed at the copy), and the Pod's ServiceAccount as its only identity: a
+projected token bound to the Pod at the standard in-cluster path (a mount namespace of its own),
+so a test proves the Role the operator made is enough.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,12 @@ from typing import Any
 from ray_operator.kube import CONFIGMAP, SECRET, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_env import container_argv, container_env
+from ray_operator.localkube.service_account import (
+    SERVICE_ACCOUNT_DIR,
+    TokenDirectory,
+    in_cluster_argv,
+    in_cluster_env,
+)
 
 Obj = dict[str, Any]
 
@@ -32,22 +38,6 @@ class RunnerResult:
 
     returncode: int
     output: str
-
-
-async def service_account_token(kube: Kube, name: str, namespace: str, timeout: float = 30) -> str:
-    """The token the controller-manager issues for a ServiceAccount (its token Secret)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for secret in await kube.list(SECRET, namespace):
-            annotations = secret["metadata"].get("annotations") or {}
-            if (
-                secret.get("type") == "kubernetes.io/service-account-token"
-                and annotations.get("kubernetes.io/service-account.name") == name
-                and (secret.get("data") or {}).get("token")
-            ):
-                return base64.b64decode(secret["data"]["token"]).decode()
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no token Secret for ServiceAccount {namespace}/{name} after {timeout} s")
 
 
 async def _namespace_data(kube: Kube, namespace: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -77,7 +67,12 @@ async def start_pod(
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     mounts: dict[str, Path] = {}
     for mount in container.get("volumeMounts") or []:
-        secret = volumes[mount["name"]]["secret"]["secretName"]
+        volume = volumes[mount["name"]]
+        if "projected" in volume:
+            # The ServiceAccount admission plugin's token volume: the TokenDirectory below.
+            assert mount["mountPath"] == str(SERVICE_ACCOUNT_DIR), mount
+            continue
+        secret = volume["secret"]["secretName"]
         local = workdir / "volumes" / mount["name"]
         local.mkdir(parents=True, exist_ok=True)
         for key, value in (objects.get(("Secret", secret)) or {}).items():
@@ -87,11 +82,16 @@ async def start_pod(
         for path, local in mounts.items():
             if value == path or value.startswith(path + "/"):
                 env[name] = str(local) + value[len(path) :]
-    account = pod["spec"]["serviceAccountName"]
-    token = await service_account_token(kube, account, namespace)
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(
-        control_plane.kubeconfig_text(token, f"system:serviceaccount:{namespace}:{account}")
+    account = pod["spec"].get("serviceAccountName") or "default"
+    identity = await asyncio.to_thread(
+        TokenDirectory,
+        workdir / "serviceaccount",
+        control_plane.server,
+        control_plane.token,
+        control_plane.workdir / "certs" / "apiserver.crt",
+        namespace,
+        account,
+        pod=pod,
     )
     argv = container_argv(container, env)
     if argv[0] == "python":  # the image's python is this test's interpreter
@@ -99,8 +99,8 @@ async def start_pod(
     # Only what a process needs to start (PATH, HOME) from the test's own environment.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     return subprocess.Popen(
-        argv,
-        env={**base, **env, "KUBECONFIG": str(kubeconfig)},
+        in_cluster_argv(identity.directory, argv),
+        env={**base, **env, **in_cluster_env(control_plane.api_port)},
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

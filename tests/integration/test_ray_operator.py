@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ray_operator.kube import DEPLOYMENT, EVENT, RAY, SERVICE, Kube, KubeError
+from ray_operator.kube import DEPLOYMENT, EVENT, POD, RAY, SERVICE, Kube, KubeError
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.operator_process import OperatorProcess
@@ -122,9 +123,50 @@ async def test_simple_example_becomes_a_healthy_cluster(
     assert "RayWorkerDeploymentAvailable" in described and "Successfully create" in described
 
 
-async def test_full_example_applies_unchanged_and_reports_the_misspelled_limit(
+@pytest.fixture
+async def baseline_pod_runner(kube: Kube, baseline_namespace: str) -> AsyncIterator[PodRunner]:
+    """The kubelet's part in a namespace enforcing only ``baseline``."""
+    runner = await PodRunner(kube, namespace=baseline_namespace).start()
+    yield runner
+    await runner.stop()
+
+
+async def test_restricted_refuses_the_full_example_and_health_says_why(
     kube: Kube, namespace: str, pod_runner: PodRunner
 ) -> None:
+    # Its pods set no securityContext: Pod Security "restricted" refuses them, and the user
+    # reads why in the Ray's own status.
+    await kube.apply_manifest(example("ray-full.yaml"), namespace)
+    status = await eventually(
+        lambda: ray_status(kube, namespace),
+        lambda s: s.get("health") == "False",
+        what="Health=False",
+    )
+    health = condition(status, "Health")
+    assert health["reason"] == "DeploymentFailure"
+    assert 'violates PodSecurity "restricted' in health["message"]
+
+
+async def test_default_templates_pass_pod_security_restricted(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    # `namespace` enforces restricted: the pods exist only because admission let them in.
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    pods = await kube.list(POD, namespace, "ray.kubeflow.org/cluster=sample-cluster")
+    assert len(pods) == 4
+    for pod in pods:
+        security = pod["spec"]["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
+        assert security["runAsGroup"] == 100
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+async def test_full_example_applies_unchanged_and_reports_the_misspelled_limit(
+    kube: Kube, baseline_namespace: str, baseline_pod_runner: PodRunner
+) -> None:
+    namespace = baseline_namespace
     await kube.apply_manifest(example("ray-full.yaml"), namespace)
     await healthy(kube, namespace)
     service = await kube.get(SERVICE, "sample-cluster-head", namespace)
@@ -169,8 +211,9 @@ async def test_nothing_is_written_on_a_steady_cluster(
 
 
 async def test_every_change_reaches_the_children(
-    kube: Kube, namespace: str, pod_runner: PodRunner
+    kube: Kube, baseline_namespace: str, baseline_pod_runner: PodRunner
 ) -> None:
+    namespace = baseline_namespace
     manifest = example("ray-full.yaml")
     await kube.apply_manifest(manifest, namespace)
     await healthy(kube, namespace)

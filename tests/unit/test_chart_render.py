@@ -39,9 +39,19 @@ def the_deployment(objs: list[Obj]) -> Obj:
     return deployment
 
 
-def env_of(objs: list[Obj]) -> dict[str, str]:
+def env_of(objs: list[Obj]) -> dict[str, Any]:
     container = the_deployment(objs)["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def operator_roles(objs: list[Obj]) -> list[Obj]:
+    """The Roles and ClusterRoles of the operator's work (not its leader-election Role)."""
+    return [
+        o
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+        and not o["metadata"]["name"].endswith("-leader-election")
+    ]
 
 
 def all_rules(objs: list[Obj]) -> list[Obj]:
@@ -92,14 +102,15 @@ def test_rbac_names_every_verb_and_resource() -> None:
         rules = all_rules(render(values))
         assert rules
         for rule in rules:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no nonResourceURLs
+            # No nonResourceURLs; resourceNames only where a name is known (the Lease).
+            assert set(rule) - {"resourceNames"} == {"apiGroups", "resources", "verbs"}, rule
             for key in ("apiGroups", "resources", "verbs"):
                 assert rule[key] and all(v != "*" and "*" not in v for v in rule[key]), rule
 
 
 def test_cluster_wide_by_default() -> None:
     objs = render(namespace="ops")
-    assert of_kind(objs, "Role") == [] and of_kind(objs, "RoleBinding") == []
+    assert operator_roles(objs) == of_kind(objs, "ClusterRole")
     (role,) = of_kind(objs, "ClusterRole")
     (binding,) = of_kind(objs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -115,45 +126,37 @@ def test_cluster_wide_by_default() -> None:
         ("apps", "deployments", "update"),
         ("", "services", "update"),
         ("", "events", "create"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        # Children name their Ray or RayJob as owner with blockOwnerDeletion.
+        ("ray.kubeflow.org", "rays/finalizers", "update"),
+        ("ray.kubeflow.org", "rayjobs/finalizers", "update"),
+        # A runner Pod that ended before its job is replaced.
+        ("", "pods", "delete"),
     } <= allowed
     # Never: reading Secrets, or changing its own rights beyond what it holds.
     assert not {
         t for t in allowed if t[1] == "secrets" or t[2] in ("bind", "escalate", "impersonate")
     }
-    assert ("", "namespaces", "list") not in allowed  # kopf lists namespaces only for a list
+    assert not {t for t in allowed if t[0] == "apiextensions.k8s.io" or t[1] == "namespaces"}
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == ""
 
 
 def test_namespaced_rbac_in_each_watched_namespace() -> None:
     objs = render({"rbac": {"clusterWide": False}, "watchNamespaces": ["team-a", "team-b"]}, "ops")
-    roles = of_kind(objs, "Role")
-    bindings = of_kind(objs, "RoleBinding")
+    roles = operator_roles(objs)
+    bindings = [b for b in of_kind(objs, "RoleBinding") if b["roleRef"]["name"] == "ray-operator"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"][0]["namespace"] == "ops"
-    # The only cluster-scoped rights: reading CRDs and namespaces, for kopf's discovery.
-    (discovery,) = of_kind(objs, "ClusterRole")
-    assert grants(discovery["rules"]) == {
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
-    }
+    # No cluster-scoped rights at all.
+    assert of_kind(objs, "ClusterRole") == [] and of_kind(objs, "ClusterRoleBinding") == []
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "team-a,team-b"
-
-    without_discovery = render(
-        {"rbac": {"clusterWide": False, "discovery": False}, "watchNamespaces": ["team-a"]}
-    )
-    assert of_kind(without_discovery, "ClusterRole") == []
-    assert of_kind(without_discovery, "ClusterRoleBinding") == []
 
 
 def test_namespaced_without_a_list_watches_the_release_namespace() -> None:
     objs = render({"rbac": {"clusterWide": False}}, namespace="ops")
-    assert [r["metadata"]["namespace"] for r in of_kind(objs, "Role")] == ["ops"]
+    assert [r["metadata"]["namespace"] for r in operator_roles(objs)] == ["ops"]
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "ops"
 
 
@@ -166,12 +169,13 @@ def test_operator_pod_is_locked_down_and_probed() -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    # The probe asks kopf's liveness endpoint, on the port and path the command serves it.
-    assert container["command"][:2] == ["ray-operator", "run"]
-    url = container["command"][container["command"].index("--liveness") + 1]
-    probe = container["livenessProbe"]["httpGet"]
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
-    assert url == f"http://0.0.0.0:{port}{probe['path']}"
+    # Both probes ask the port the operator serves them on (RAY_OPERATOR_METRICS_PORT).
+    assert container["command"] == ["ray-operator", "run"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path
+        assert str(ports[get["port"]]) == env_of(render())["RAY_OPERATOR_METRICS_PORT"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
 
@@ -217,5 +221,51 @@ def test_service_account_for_irsa_or_brought_by_the_user() -> None:
 def test_watch_namespaces_as_a_comma_separated_string() -> None:
     # A string (`--set watchNamespaces=a\,b`, or a values file) works like a list.
     objs = render({"rbac": {"clusterWide": False}, "watchNamespaces": "team-a, team-b"})
-    assert sorted(r["metadata"]["namespace"] for r in of_kind(objs, "Role")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles(objs)) == ["team-a", "team-b"]
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_two_replicas_with_leader_election_by_default() -> None:
+    objs = render(namespace="ops")
+    deployment = the_deployment(objs)
+    assert deployment["spec"]["replicas"] == 2
+    env = env_of(objs)
+    assert env["RAY_OPERATOR_LEADER_ELECTION"] == "true"
+    assert env["RAY_OPERATOR_LEADER_ELECTION_NAMESPACE"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    assert env["RAY_OPERATOR_LEADER_ELECTION_IDENTITY"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    (lease_role,) = [
+        r for r in of_kind(objs, "Role") if r["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert lease_role["metadata"]["namespace"] == "ops"
+    assert grants(lease_role["rules"]) == {
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "update"),
+    }
+    named = [r for r in lease_role["rules"] if "get" in r["verbs"]]
+    assert named[0]["resourceNames"] == [env["RAY_OPERATOR_LEADER_ELECTION_ID"]]
+    # Without a Lease more than one replica would reconcile: the chart refuses it.
+    with pytest.raises(helm.HelmError, match="replicas > 1 needs leaderElection"):
+        render({"leaderElection": {"enabled": False}})
+    single = render({"leaderElection": {"enabled": False}, "replicas": 1})
+    assert the_deployment(single)["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_service_monitor_and_default_templates_when_asked() -> None:
+    assert of_kind(render(), "ServiceMonitor") == []
+    objs = render({"metrics": {"serviceMonitor": {"enabled": True}}})
+    (monitor,) = of_kind(objs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    templates = {
+        "head": {"spec": {"containers": [{"name": "ray-head"}]}},
+        "worker": {"spec": {"containers": [{"name": "ray-worker"}]}},
+    }
+    objs = render({"defaultTemplates": templates})
+    (configmap,) = of_kind(objs, "ConfigMap")
+    assert yaml.safe_load(configmap["data"]["default-templates.yaml"]) == templates
+    env = env_of(objs)
+    assert env["RAY_OPERATOR_DEFAULT_TEMPLATES"] == "/etc/ray-operator/default-templates.yaml"

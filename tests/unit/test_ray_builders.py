@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ray_operator.api.validation import validate_ray
+from ray_operator.builders.defaults import current_defaults, legacy_defaults
 from ray_operator.builders.ray_cluster import build_children, plan_cluster, service_ports
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -17,19 +18,25 @@ GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "rayproject/ray:2.60.0"
 
 
-def children_of(example: str) -> list[dict[str, Any]]:
+def children_of(example: str, revision: int = 2) -> list[dict[str, Any]]:
     manifest = yaml.safe_load((EXAMPLES / example).read_text())
     manifest["metadata"].update(namespace="ml", uid="0000-uid")
     report = validate_ray(manifest)
     assert report.ok and report.resource is not None
-    plan = plan_cluster(report.resource, IMAGE, report.unknown_fields)
+    defaults = current_defaults(IMAGE) if revision == 2 else legacy_defaults({}, IMAGE)
+    plan = plan_cluster(report.resource, defaults, report.unknown_fields)
     return build_children(plan)
 
 
-@pytest.mark.parametrize("example", ["ray-simple.yaml", "ray-full.yaml"])
-def test_children_match_the_golden_files(example: str) -> None:
-    text = yaml.safe_dump_all(children_of(example), sort_keys=True)
-    golden = GOLDEN / example.replace(".yaml", ".children.yaml")
+@pytest.mark.parametrize(
+    ("example", "revision"),
+    [("ray-simple.yaml", 2), ("ray-full.yaml", 2), ("ray-simple.yaml", 1)],
+)
+def test_children_match_the_golden_files(example: str, revision: int) -> None:
+    """Each builder revision makes exactly what it made when released (see builders.defaults):
+    a change here would restart every running cluster of that revision."""
+    text = yaml.safe_dump_all(children_of(example, revision), sort_keys=True)
+    golden = GOLDEN / example.replace(".yaml", f".children.rev{revision}.yaml")
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), f"regenerate with UPDATE_GOLDEN=1 if intended: {golden}"
@@ -63,7 +70,7 @@ def test_a_user_value_of_an_injected_variable_is_replaced_not_duplicated() -> No
     manifest["metadata"].update(namespace="ml", uid="u")
     report = validate_ray(manifest)
     assert report.resource is not None
-    worker = build_children(plan_cluster(report.resource, IMAGE))[2]
+    worker = build_children(plan_cluster(report.resource, current_defaults(IMAGE)))[2]
     env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
     assert [e["name"] for e in env] == ["RAY_NODE_IP", "RAY_HEAD_SERVICE", "A"]
     assert env[1]["value"] == "sample-cluster-head"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ray_operator.api.pipeline import PipelineSpec, parse_pipeline
 from ray_operator.api.rayjob import RayJobSpec
-from ray_operator.builders.default_templates import default_head_template
+from ray_operator.builders.default_templates import default_head_template_v2
 from ray_operator.builders.rayjob import build_configmap_data
 from ray_operator.builders.raypipeline import (
     Observed,
@@ -192,7 +192,7 @@ def test_created_cluster_mounts_the_pvc_at_the_export_path() -> None:
     }
     assert ray["spec"]["worker"]["replicas"] == 2
     head = ray["spec"]["head"]["template"]["spec"]
-    expected_head = default_head_template("ray:1")["spec"]
+    expected_head = default_head_template_v2("ray:1")["spec"]
     expected_head["volumes"].append(
         {"name": "pipeline-export", "persistentVolumeClaim": {"claimName": "fsx-claim"}}
     )
