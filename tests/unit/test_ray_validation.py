@@ -137,3 +137,19 @@ def test_cli_crds_prints_every_crd() -> None:
     assert result.exit_code == 0
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.output)]
     assert "rays.ray.kubeflow.org" in names
+
+
+def test_fields_of_a_current_kubernetes_are_known_offline() -> None:
+    # The shipped table is Kubernetes 1.37's: a native sidecar, a scheduling gate and DRA
+    # resource claims are pod template fields, not typos.
+    from tests.integration.test_pod_fields import worker_template
+
+    manifest = {
+        "apiVersion": "ray.kubeflow.org/v1",
+        "kind": "Ray",
+        "metadata": {"name": "current"},
+        "spec": {"worker": {"template": worker_template()}},
+    }
+    report = validate_ray(manifest)
+    assert report.ok, report.message()
+    assert report.unknown_fields == []
