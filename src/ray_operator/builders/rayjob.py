@@ -9,7 +9,9 @@ import json
 from typing import Any, Final
 
 from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from ray_operator.api.jobdata import KEY_ID, STATUS_JOB, STATUS_START_TIME, STATUS_SUBMIT_TIME
 from ray_operator.api.rayjob import RayJobSpec
+from ray_operator.builders.rayjob_status import MIRRORED, job_address
 
 Obj = dict[str, Any]
 
@@ -176,3 +178,35 @@ def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
             "volumes": volumes,
         },
     }
+
+
+def build_rayjob_children(
+    job: str,
+    uid: str,
+    namespace: str,
+    spec: RayJobSpec,
+    runner_image: str,
+    submission_id: str | None,
+    status: Obj,
+) -> list[Obj]:
+    """Every child of a RayJob, in the order they are created (the Pod last).
+
+    ``submission_id`` is the id chosen for the job (None offline, when none is chosen yet); a
+    ConfigMap made again after a loss carries the runner's progress as last mirrored in
+    ``status`` (its submit time above all), so the new runner follows the job instead of
+    submitting it again. Messages are not copied: they may be the controller's own notes.
+    """
+    configmap = build_configmap(job, uid, spec, job_address(spec, namespace))
+    if submission_id:
+        configmap["data"][KEY_ID] = submission_id
+    if status.get("submitTime"):
+        for cm_key in (STATUS_JOB, STATUS_SUBMIT_TIME, STATUS_START_TIME):
+            if status.get(MIRRORED[cm_key]):
+                configmap["data"][cm_key] = str(status[MIRRORED[cm_key]])
+    return [
+        build_service_account(job, uid),
+        build_role(job, uid),
+        build_role_binding(job, uid, namespace),
+        configmap,
+        build_runner_pod(job, uid, spec, runner_image),
+    ]

@@ -14,8 +14,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from ray_operator.api.constants import PORT_DASHBOARD
-from ray_operator.api.rayjob import RayJobSpec
-from ray_operator.jobs.config import (
+from ray_operator.api.jobdata import (
     KEY_ID,
     STATUS_END_TIME,
     STATUS_JOB,
@@ -27,6 +26,7 @@ from ray_operator.jobs.config import (
     ConfigError,
     S3Location,
 )
+from ray_operator.api.rayjob import RayJobSpec
 
 Obj = dict[str, Any]
 

@@ -36,9 +36,9 @@ from ray_operator.api.pipeline import (
     PipelineStep,
     StepStatus,
 )
+from ray_operator.api.pipeline_step import StepRun
 from ray_operator.api.rayjob import RayJobRuntimeEnv, RayJobS3, RayJobSpec
 from ray_operator.builders.defaults import CURRENT_REVISION, builtin_templates
-from ray_operator.pipelines.step import StepRun
 
 Obj = dict[str, Any]
 

@@ -25,10 +25,10 @@ from ray_operator.api.pipeline import (
     load_pipeline,
     parse_pipeline,
 )
+from ray_operator.api.pipeline_step import ENV_ADDRESS, ENV_INPUT, ENV_RUN_ID, ENV_STEP, StepRun
 from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError
 from ray_operator.pipelines.asl import AslOptions, build_state_machine, to_json
 from ray_operator.pipelines.local import PipelineResult, StepResult, run_pipeline, run_step
-from ray_operator.pipelines.step import ENV_ADDRESS, ENV_INPUT, ENV_RUN_ID, ENV_STEP, StepRun
 
 app = typer.Typer(help="Pipeline commands.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -50,7 +50,7 @@ def _load(path: Path) -> RayPipelineResource:
 def validate(file: FileArg) -> None:
     """Check a pipeline file and say what it would run."""
     pipeline = _load(file)
-    from ray_operator.pipelines.step import step_runs
+    from ray_operator.api.pipeline_step import step_runs
 
     try:
         step_runs(pipeline.name, pipeline.spec, file.parent)

@@ -17,19 +17,16 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ray_operator.api.constants import REASON_CREATED, REASON_FAILED_CREATE, REASON_INVALID_SPEC
+from ray_operator.api.jobdata import (
+    KEY_ADDRESS,
+    KEY_ID,
+    KEY_KILL,
+    STATUS_JOB,
+)
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.drift import controller_name, controller_uid
-from ray_operator.builders.rayjob import (
-    LABEL_RAYJOB,
-    build_configmap,
-    build_role,
-    build_role_binding,
-    build_runner_pod,
-    build_service_account,
-    child_name,
-)
+from ray_operator.builders.rayjob import LABEL_RAYJOB, build_rayjob_children, child_name
 from ray_operator.builders.rayjob_status import (
-    MIRRORED,
     RUNNER_RESTARTS,
     check_spec,
     compute_rayjob_status,
@@ -37,14 +34,6 @@ from ray_operator.builders.rayjob_status import (
     job_address,
     ray_not_ready,
     status_patch,
-)
-from ray_operator.jobs.config import (
-    KEY_ADDRESS,
-    KEY_ID,
-    KEY_KILL,
-    STATUS_JOB,
-    STATUS_START_TIME,
-    STATUS_SUBMIT_TIME,
 )
 from ray_operator.jobs.ray_api import (
     TERMINAL_STATES,
@@ -291,24 +280,15 @@ class RayJobController:
 
     def _desired_children(self, body: Obj, spec: RayJobSpec, submission_id: str) -> list[Obj]:
         meta = body["metadata"]
-        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        configmap = build_configmap(name, uid, spec, job_address(spec, ns))
-        configmap["data"][KEY_ID] = submission_id
-        # A lost ConfigMap comes back with the runner's progress as last mirrored (its submit
-        # time above all): the new runner resumes following the job instead of submitting again.
-        # Messages are not copied: they may be the controller's own notes.
-        status = body.get("status") or {}
-        if status.get("submitTime"):
-            for cm_key in (STATUS_JOB, STATUS_SUBMIT_TIME, STATUS_START_TIME):
-                if status.get(MIRRORED[cm_key]):
-                    configmap["data"][cm_key] = str(status[MIRRORED[cm_key]])
-        return [
-            build_service_account(name, uid),
-            build_role(name, uid),
-            build_role_binding(name, uid, ns),
-            configmap,
-            build_runner_pod(name, uid, spec, self.settings.runner_image),
-        ]
+        return build_rayjob_children(
+            meta["name"],
+            meta["uid"],
+            meta["namespace"],
+            spec,
+            self.settings.runner_image,
+            submission_id,
+            body.get("status") or {},
+        )
 
     async def _ensure_children(
         self, body: Obj, spec: RayJobSpec, submission_id: str

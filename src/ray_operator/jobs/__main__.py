@@ -10,7 +10,8 @@ import asyncio
 import logging
 import sys
 
-from ray_operator.jobs.config import ConfigError, RunnerEnvironment
+from ray_operator.api.jobdata import ConfigError
+from ray_operator.jobs.config import RunnerEnvironment
 from ray_operator.jobs.runner import JobRunner
 from ray_operator.jobs.status_store import ConfigMapStore
 from ray_operator.kube import Kube

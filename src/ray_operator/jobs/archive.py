@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray_operator.jobs.config import JobConfig, S3Location
+from ray_operator.api.jobdata import S3Location
+from ray_operator.jobs.config import JobConfig
 from ray_operator.jobs.object_store import ObjectStore, ObjectStoreError
 
 

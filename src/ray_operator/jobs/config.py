@@ -17,32 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-# ConfigMap keys, as the original pod named them.
-KEY_SCRIPT: Final = "jobdata.jobScript"
-KEY_SCRIPT_LOCATION: Final = "jobdata.scriptLocation"
-KEY_PARAMETERS: Final = "jobdata.jobParameters"
-KEY_METADATA: Final = "jobdata.scriptMetadata"
-KEY_EXTRA_LOCATION: Final = "jobdata.scriptExtraLocation"
-KEY_ADDRESS: Final = "resourceURL"
-KEY_RAY_SECRET: Final = "resourcesecret"
-KEY_INTERVAL: Final = "updateInterval"
-KEY_S3_ENDPOINT: Final = "s3.endpoint"
-KEY_S3_SECURE: Final = "s3.secure"
-KEY_S3_SECRET: Final = "s3.secret"
-KEY_UPLOAD_BUCKET: Final = "s3upload.bucket"
-KEY_UPLOAD_FILES: Final = "s3upload.files"
-KEY_KILL: Final = "kill"
-KEY_ID: Final = "id"
-KEY_DEADLINE: Final = "activeDeadlineSeconds"
-KEY_UNREACHABLE_TIMEOUT: Final = "unreachableTimeoutSeconds"
-
-STATUS_JOB: Final = "status.jobStatus"
-STATUS_SUBMIT_TIME: Final = "status.submitTime"
-STATUS_START_TIME: Final = "status.startTime"
-STATUS_END_TIME: Final = "status.endTime"
-STATUS_MESSAGE: Final = "status.message"
-STATUS_REASON: Final = "status.reason"
-STATUS_LOGS_URL: Final = "status.logsURL"
+from ray_operator.api.jobdata import (
+    KEY_ADDRESS,
+    KEY_DEADLINE,
+    KEY_EXTRA_LOCATION,
+    KEY_ID,
+    KEY_INTERVAL,
+    KEY_KILL,
+    KEY_METADATA,
+    KEY_PARAMETERS,
+    KEY_RAY_SECRET,
+    KEY_S3_ENDPOINT,
+    KEY_S3_SECRET,
+    KEY_S3_SECURE,
+    KEY_SCRIPT,
+    KEY_SCRIPT_LOCATION,
+    KEY_UNREACHABLE_TIMEOUT,
+    KEY_UPLOAD_BUCKET,
+    KEY_UPLOAD_FILES,
+    ConfigError,
+    S3Location,
+)
 
 LOCATION_INLINE: Final = "inline"
 LOCATION_S3: Final = "s3"
@@ -67,41 +62,6 @@ ENV_RAY_TOKEN_FILE: Final = "RAY_JOB_RAY_TOKEN_FILE"
 DEFAULT_S3_CREDENTIALS_DIR: Final = "/etc/ray-job/s3"
 DEFAULT_RAY_TOKEN_FILE: Final = "/etc/ray-job/ray/token"
 _SA_NAMESPACE_FILE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-class ConfigError(ValueError):
-    """A ConfigMap key holds a value the runner cannot use; the message says what is accepted."""
-
-    def __init__(self, key: str, value: str, accepted: str) -> None:
-        shown = value if len(value) <= 200 else value[:200] + "..."
-        super().__init__(f"{key}={shown!r} is not valid: {accepted}")
-        self.key = key
-        self.value = value
-
-
-@dataclass(frozen=True)
-class S3Location:
-    """One S3 object, written ``bucket:key`` (as the original) or ``s3://bucket/key``."""
-
-    bucket: str
-    key: str
-
-    @classmethod
-    def parse(cls, config_key: str, text: str) -> S3Location:
-        """Read ``bucket:key`` or ``s3://bucket/key``; ``config_key`` names the key in errors."""
-        text = text.strip()
-        if text.startswith("s3://"):
-            bucket, _, key = text[len("s3://") :].partition("/")
-        else:
-            bucket, _, key = text.partition(":")
-        if not bucket or not key or "/" in bucket:
-            raise ConfigError(
-                config_key, text, "write an S3 object as bucket:key or s3://bucket/key"
-            )
-        return cls(bucket, key)
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)

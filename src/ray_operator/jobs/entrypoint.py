@@ -13,7 +13,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Final
 
-from ray_operator.jobs.config import KEY_PARAMETERS, ConfigError, JobConfig
+from ray_operator.api.jobdata import KEY_PARAMETERS, ConfigError
+from ray_operator.jobs.config import JobConfig
 
 _KEY: Final = re.compile(r"^[^\s=\-][^\s=]*$")
 

@@ -11,7 +11,8 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from ray_operator.jobs.config import S3Location, S3Settings
+from ray_operator.api.jobdata import S3Location
+from ray_operator.jobs.config import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

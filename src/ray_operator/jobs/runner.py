@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
-from ray_operator.jobs.archive import archive
-from ray_operator.jobs.config import (
+from ray_operator.api.jobdata import (
     KEY_KILL,
     STATUS_END_TIME,
     STATUS_JOB,
@@ -29,6 +28,9 @@ from ray_operator.jobs.config import (
     STATUS_START_TIME,
     STATUS_SUBMIT_TIME,
     ConfigError,
+)
+from ray_operator.jobs.archive import archive
+from ray_operator.jobs.config import (
     JobConfig,
     RunnerEnvironment,
     parse_bool,

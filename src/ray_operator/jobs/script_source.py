@@ -8,16 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from ray_operator.jobs.config import (
+from ray_operator.api.jobdata import (
     KEY_METADATA,
     KEY_PARAMETERS,
     KEY_SCRIPT,
+    ConfigError,
+    S3Location,
+)
+from ray_operator.jobs.config import (
     LOCATION_FILE,
     LOCATION_INLINE,
     LOCATION_S3,
-    ConfigError,
     JobConfig,
-    S3Location,
 )
 from ray_operator.jobs.object_store import ObjectStore
 

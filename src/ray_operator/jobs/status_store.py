@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Protocol
 
-from ray_operator.jobs.config import KEY_ID
+from ray_operator.api.jobdata import KEY_ID
 from ray_operator.kube import CONFIGMAP, Kube, KubeError
 
 

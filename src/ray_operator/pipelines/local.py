@@ -31,8 +31,8 @@ from ray_operator.api.pipeline import (
     STEP_SUCCEEDED,
     RayPipelineResource,
 )
+from ray_operator.api.pipeline_step import StepRun, entrypoint, step_runs
 from ray_operator.jobs.ray_api import SUCCEEDED, TERMINAL_STATES, JobInfo, RayJobsClient
-from ray_operator.pipelines.step import StepRun, entrypoint, step_runs
 
 STOP_WAIT_SECONDS: Final = 30.0
 

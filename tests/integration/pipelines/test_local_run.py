@@ -179,7 +179,7 @@ def test_run_step_runs_one_step_from_the_job_environment(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
     """What the Step Functions Job's container does: step from env, input parameters merged."""
-    from ray_operator.pipelines.step import StepRun
+    from ray_operator.api.pipeline_step import StepRun
 
     script = WRITE_MARKER + "pathlib.Path(kw['output_dir'], 'epochs').write_text(kw['epochs'])\n"
     step = StepRun(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ray_operator.jobs.config import ConfigError, S3Location, parse_config
+from ray_operator.api.jobdata import ConfigError, S3Location
+from ray_operator.jobs.config import parse_config
 from ray_operator.jobs.script_source import (
     parameters_from_json,
     runtime_env_from_metadata,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_operator.jobs.config import ConfigError, parse_config
+from ray_operator.api.jobdata import ConfigError
+from ray_operator.jobs.config import parse_config
 from ray_operator.jobs.entrypoint import (
     PARSE_KWARGS_SOURCE,
     build_entrypoint,

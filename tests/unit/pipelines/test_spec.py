@@ -14,8 +14,8 @@ from ray_operator.api.pipeline import (
     load_pipeline,
     parse_pipeline,
 )
+from ray_operator.api.pipeline_step import step_runs
 from ray_operator.cli.pipeline import app
-from ray_operator.pipelines.step import step_runs
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "pipelines"
 
