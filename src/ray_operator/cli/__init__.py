@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ray_operator.cli import job, operator, pipeline
+from ray_operator.cli import job, operator, pipeline, render
 
 app = typer.Typer(
     name="ray-operator",
@@ -13,6 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 operator.register(app)
+render.register(app)
 app.add_typer(job.app, name="job")
 app.add_typer(pipeline.app, name="pipeline")
 
