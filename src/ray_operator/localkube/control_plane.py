@@ -80,6 +80,9 @@ class LocalControlPlane:
     # Write `audit_log_path`: one JSON line per request of the extra users (all users when there
     # are none), Metadata level, stages RequestReceived and ResponseComplete.
     audit_log: bool = False
+    # A TokenReview webhook (URL) that authenticates bearer tokens the static file does not
+    # know: tests that need tokens which really expire (exec plugins) serve one.
+    token_webhook: str | None = None
     user_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -161,6 +164,7 @@ class LocalControlPlane:
                 f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
                 "--allow-privileged=true",
                 *self._audit_flags(),
+                *self._webhook_flags(),
                 "--v=0",
             ],
         )
@@ -261,6 +265,21 @@ class LocalControlPlane:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+
+    def _webhook_flags(self) -> list[str]:
+        if not self.token_webhook:
+            return []
+        path = self.workdir / "token-webhook.kubeconfig"
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: webhook\n  cluster:\n    server: {self.token_webhook}\n"
+            "users:\n- name: apiserver\n  user: {}\n"
+            "contexts:\n- name: webhook\n  context:\n    cluster: webhook\n    user: apiserver\n"
+            "current-context: webhook\n"
+        )
+        # No caching of the webhook's answers: an expired token is refused at once.
+        return [f"--authentication-token-webhook-config-file={path}",
+                "--authentication-token-webhook-cache-ttl=0s"]
 
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:
