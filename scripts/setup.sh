@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Sets up a machine for the demo, the tests and the benchmarks: Kubernetes and etcd binaries
-# (built once from their Go modules into ~/.cache), iproute2 from Debian, and a virtualenv in
-# .venv with every extra.
+# Sets up a machine for the demo, the tests and the benchmarks (as root, on Debian): Kubernetes
+# and etcd binaries (built once from their Go modules into ~/.cache), iproute2, and Debian's
+# debootstrap, buildah and podman for the project's image, a virtualenv in .venv with every
+# extra, and the image itself (rebuilt only when its sources change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo ">> Kubernetes binaries (first time: about 15 minutes)"
 bash scripts/build-kube.sh
-if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
-  apt-get install -y -qq iproute2 util-linux >/dev/null
+need=()
+for tool in ip:iproute2 unshare:util-linux debootstrap:debootstrap buildah:buildah podman:podman runc:runc; do
+  command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo ">> apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
   echo ">> creating .venv"
@@ -16,3 +23,5 @@ fi
 echo ">> installing the project into .venv (first time: a few minutes, Ray is large)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,aws,examples]'
+echo ">> the project's image (first time: about 2 minutes)"
+bash scripts/build-image.sh
