@@ -91,7 +91,7 @@ def crd(
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
-                "shortNames": short_names,
+                **({"shortNames": short_names} if short_names else {}),
             },
             "versions": [
                 {
@@ -124,7 +124,7 @@ def ray_crd() -> Schema:
     return crd(
         kind="Ray",
         plural="rays",
-        short_names=["rc"],
+        short_names=[],  # not "rc": kubectl already means ReplicationControllers by it
         spec_model=RaySpec,
         status_model=RayStatus,
         printer_columns=[
