@@ -1,6 +1,6 @@
 """Reconcile benchmark: N `Ray` resources through the operator vs. a plain script (the floor).
 
-One run, one local control plane (etcd + kube-apiserver 1.20 + kube-controller-manager), the
+One run, one local control plane (etcd + kube-apiserver + kube-controller-manager), the
 status-only pod runner playing the kubelet:
 
 1. floor: a script creates N Rays and, for each, the children the operator would create
@@ -12,7 +12,7 @@ status-only pod runner playing the kubelet:
    requests.
 
 The operator's requests are counted in the apiserver's audit log, which names the user of each
-request (1.20's ``apiserver_request_total`` has no client label). Prints a table, writes JSON.
+request (``apiserver_request_total`` has no client label). Prints a table, writes JSON.
 Not a timed test: targets are reported, never asserted.
 
     .venv/bin/python benchmarks/reconcile.py [--count 200] [--steady-seconds 30]
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from ray_operator.api.constants import DEFAULT_RAY_IMAGE  # noqa: E402
 from ray_operator.api.crd import all_crds  # noqa: E402
 from ray_operator.api.validation import validate_ray  # noqa: E402
+from ray_operator.builders.defaults import current_defaults  # noqa: E402
 from ray_operator.builders.ray_cluster import build_children, plan_cluster  # noqa: E402
 from ray_operator.kube import (  # noqa: E402
     DEPLOYMENT,
@@ -55,7 +56,7 @@ from ray_operator.kube import (  # noqa: E402
     Kind,
     Kube,
 )
-from ray_operator.localkube.control_plane import LocalControlPlane  # noqa: E402
+from ray_operator.localkube.control_plane import KUBE_VERSION, LocalControlPlane  # noqa: E402
 from ray_operator.localkube.crds import install_crds  # noqa: E402
 from ray_operator.localkube.pod_runner import PodRunner  # noqa: E402
 from tests.operator_process import OperatorProcess  # noqa: E402
@@ -317,9 +318,9 @@ async def floor_phase(
     """The plain script: Rays and their children created directly, no operator."""
     ns = "bench-floor"
     await create_namespace(kube, ns)
-    # kr8s hands out one session per kubeconfig: these share ``kube``'s, with counters of their own.
-    runner = await PodRunner(Kube(kube.api), namespace=ns).start()
-    client = Kube(kube.api)  # counts only the floor's own requests
+    # Clients with the same credentials and counters of their own.
+    runner = await PodRunner(kube.sibling(), namespace=ns).start()
+    client = kube.sibling()  # counts only the floor's own requests
     deployments = Tracker(
         kube, DEPLOYMENT, ns, {"exists": exists, "available": deployment_available}
     ).start()
@@ -334,7 +335,9 @@ async def floor_phase(
             ray_created[name] = time.monotonic()
             report = validate_ray(created)
             assert report.resource is not None, report.message()
-            plan = plan_cluster(report.resource, DEFAULT_RAY_IMAGE, report.unknown_fields)
+            plan = plan_cluster(
+                report.resource, current_defaults(DEFAULT_RAY_IMAGE), report.unknown_fields
+            )
             for child in build_children(plan):
                 await client.create(KINDS_BY_NAME[child["kind"]], child, ns)
 
@@ -383,8 +386,8 @@ async def operator_phase(
     ns = "bench-operator"
     audit = AuditLog(cp.audit_log_path, OPERATOR_USER)
     await create_namespace(kube, ns)
-    runner = await PodRunner(Kube(kube.api), namespace=ns).start()
-    client = Kube(kube.api)
+    runner = await PodRunner(kube.sibling(), namespace=ns).start()
+    client = kube.sibling()
     operator = OperatorProcess(
         cp,
         resync_seconds=resync_seconds,
@@ -517,7 +520,7 @@ async def run(args: argparse.Namespace) -> Obj:
             "ram_gib": round(vm.total / 2**30, 1),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "kube_apiserver": "1.20.2 (local, etcd on tmpfs)",
+            "kube_apiserver": f"{KUBE_VERSION} (local, etcd on tmpfs)",
         },
         "count": n,
         "children_per_ray": "head Deployment (1 pod), worker Deployment (3 pods), head Service",

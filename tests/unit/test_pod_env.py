@@ -126,3 +126,18 @@ def test_quantities() -> None:
     assert quantity("500m") == quantity("0.5")
     assert quantity("1Gi") == 2**30
     assert expand("$(A)-$$(A)", {"A": "1"}) == "1-$(A)"
+
+
+def test_run_as_non_root_needs_a_numeric_user_as_a_kubelet_does() -> None:
+    from ray_operator.localkube.pod_env import non_root_problem, run_as
+
+    container = {"name": "ray-head", "securityContext": {}}
+    pod = {"metadata": {"name": "p"}, "spec": {"securityContext": {"runAsNonRoot": True},
+                                               "containers": [container]}}
+    assert "cannot verify user is non-root" in (non_root_problem(pod, container) or "")
+    pod["spec"]["securityContext"]["runAsUser"] = 1000
+    assert non_root_problem(pod, container) is None
+    container["securityContext"] = {"runAsUser": 0}
+    assert "breaks non-root policy" in (non_root_problem(pod, container) or "")
+    container["securityContext"] = {"runAsGroup": 100}
+    assert run_as(pod, container) == (1000, 100)

@@ -128,3 +128,36 @@ def container_argv(container: Obj, env: Mapping[str, str]) -> list[str]:
             "image's entrypoint"
         )
     return [expand(part, env) for part in [*command, *container.get("args", [])]]
+
+
+def run_as(pod: Obj, container: Obj) -> tuple[int | None, int | None]:
+    """The user and group a container runs as: its securityContext over the pod's."""
+    pod_ctx = pod["spec"].get("securityContext") or {}
+    own = container.get("securityContext") or {}
+    user = own.get("runAsUser", pod_ctx.get("runAsUser"))
+    group = own.get("runAsGroup", pod_ctx.get("runAsGroup"))
+    return user, group
+
+
+def non_root_problem(pod: Obj, container: Obj) -> str | None:
+    """Why a kubelet would refuse to start the container under ``runAsNonRoot``, if it would.
+
+    A kubelet checks the image's ``USER``: with ``runAsNonRoot`` and no ``runAsUser`` it starts
+    the container only when that user is numeric and not 0. This stand-in runs no images, so it
+    takes the images for what the Ray images are (``USER ray``, a name) and refuses them the
+    same way: a template must name its numeric user.
+    """
+    pod_ctx = pod["spec"].get("securityContext") or {}
+    own = container.get("securityContext") or {}
+    non_root = own.get("runAsNonRoot", pod_ctx.get("runAsNonRoot"))
+    user, _ = run_as(pod, container)
+    if not non_root:
+        return None
+    if user is None:
+        return (
+            f"container has runAsNonRoot and image has non-numeric user, cannot verify user "
+            f"is non-root (pod: {pod['metadata']['name']}, container: {container['name']})"
+        )
+    if user == 0:
+        return "container's runAsUser breaks non-root policy"
+    return None

@@ -35,7 +35,11 @@ import httpx
 
 from ray_operator.api.constants import LABEL_CLUSTER
 from ray_operator.kube import CONFIGMAP, ENDPOINTS, NODE, POD, SECRET, SERVICE, Kube, KubeError
-from ray_operator.localkube.pod_env import container_argv, container_env
+from ray_operator.localkube.pod_env import (
+    container_argv,
+    container_env,
+    non_root_problem,
+)
 from ray_operator.localkube.pod_network import PodNetwork
 
 log = logging.getLogger(__name__)
@@ -189,6 +193,11 @@ class PodRunner:
         try:
             if not pod["spec"].get("nodeName"):
                 await self._bind(local)
+            containers = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+            refused = next((p for c in containers if (p := non_root_problem(pod, c))), None)
+            if refused is not None:
+                await self._write_config_error(local, pod, refused)
+                return
             if not self.run_containers:
                 local.ip = next(self._addresses)
                 await self._write_status(local, pod, ready=True)
@@ -264,10 +273,9 @@ class PodRunner:
         }
         if "VIRTUAL_ENV" in os.environ:
             full_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
-        setup = (
-            f"mount --bind {shlex.quote(str(hosts))} /etc/hosts && "
-            'cd "$HOME" && exec "$@"'
-        )
+        # The processes run as root, whatever runAsUser says: the project's interpreter lives
+        # where only root may read it (the checked-out virtualenv under root's home).
+        setup = f'mount --bind {shlex.quote(str(hosts))} /etc/hosts && cd "$HOME" && exec "$@"'
         log_file = open(local.workdir / f"{container['name']}.log", "ab")  # noqa: SIM115
         return subprocess.Popen(
             [
@@ -446,6 +454,35 @@ class PodRunner:
         except KubeError as exc:
             if not exc.not_found:
                 raise
+
+    async def _write_config_error(self, local: LocalPod, pod: Obj, message: str) -> None:
+        """What a kubelet reports for a container it will not start: the pod stays Pending."""
+        waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()},
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "ContainersNotReady",
+                    "lastTransitionTime": _now(),
+                },
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": waiting,
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        with contextlib.suppress(KubeError):
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
 
     async def _write_failed(self, local: LocalPod, message: str) -> None:
         with contextlib.suppress(KubeError):
