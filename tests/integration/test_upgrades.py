@@ -80,7 +80,9 @@ async def written(kube: Kube, ns: str) -> dict[str, Any]:
         found[f"{kind.kind}/{name}"] = (
             meta.get("generation") if kind is DEPLOYMENT else meta["resourceVersion"],
             meta.get("labels"),
-            meta.get("annotations"),
+            # The deployment controller's own annotation (its revision) comes and goes on its own.
+            {k: v for k, v in (meta.get("annotations") or {}).items()
+             if not k.startswith("deployment.kubernetes.io/")},
             meta.get("ownerReferences"),
         )
     return found

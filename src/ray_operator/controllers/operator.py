@@ -11,6 +11,7 @@ import socket
 
 import httpx
 
+from ray_operator import __version__
 from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
 from ray_operator.builders.rayjob import LABEL_RAYJOB
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
@@ -82,6 +83,9 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
 async def run_operator(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT; the exit status (1: the leader Lease was lost)."""
     kube = await Kube.connect(settings.kubeconfig, settings.context)
+    kube.user_agent = (
+        f"ray-operator/{__version__} ({settings.leader_election_identity or socket.gethostname()})"
+    )
     try:
         fields = await read_field_table(kube)
         manager = build_manager(kube, settings, fields)

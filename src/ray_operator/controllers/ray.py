@@ -110,6 +110,9 @@ class RayController:
     held_status: dict[Key, float] = field(default_factory=dict)
     # Validation and desired children per cluster, for the spec and defaults they came from.
     plans: dict[Key, tuple[str, int, str, Validated]] = field(default_factory=dict)
+    # Versions of a Ray and its children after a reconcile that found everything as it should
+    # be: a resync of an unchanged cluster then costs a lookup, not a compare.
+    settled: dict[Key, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.name, self._reconcile_key)
@@ -126,6 +129,7 @@ class RayController:
             self.last_status_write.pop(key, None)
             self.held_status.pop(key, None)
             self.plans.pop(key, None)
+            self.settled.pop(key, None)
             self._children_written(key)
             return
         if self.deployments.get(key[0], worker_name(key[1])) is None:
@@ -190,6 +194,10 @@ class RayController:
         """Bring one cluster's children to the desired state and write its status."""
         meta = body["metadata"]
         key: Key = (meta["namespace"], meta["name"])
+        versions = self._versions(body, key)
+        if self.settled.get(key) == versions:
+            return
+        self.settled.pop(key, None)
         generation = int(meta.get("generation", 0))
         validated, failure = await self._validated(body, key, generation)
         body = self.rays.get(*key) or body  # recording the defaults may have written it
@@ -213,7 +221,11 @@ class RayController:
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
         self._children_written(key)
-        await self._write_status(body, key, generation, head_desired, worker_desired, failure)
+        in_sync = await self._write_status(
+            body, key, generation, head_desired, worker_desired, failure
+        )
+        if in_sync and failure is None and self._versions(body, key) == versions:
+            self.settled[key] = versions
         if failure is not None and failure.reason != REASON_INVALID_SPEC:
             # Reported above; retried with backoff (a conflicting object may go away, a
             # missing right may be granted). An invalid spec waits for the user's next edit.
@@ -270,6 +282,19 @@ class RayController:
             self.rays.remember(await self.kube.patch(RAY, meta["name"], patch, meta["namespace"]))
         return recorded
 
+    def _versions(self, body: Obj, key: Key) -> tuple[str, ...]:
+        ns, name = key
+        ray = self.rays.get(ns, name) or body
+        children = (
+            self.deployments.get(ns, head_name(name)),
+            self.deployments.get(ns, worker_name(name)),
+            self.services.get(ns, head_name(name)),
+        )
+        return tuple(
+            str((obj or {}).get("metadata", {}).get("resourceVersion", ""))
+            for obj in (ray, *children)
+        )
+
     def _current(self, roles: list[str]) -> Defaults:
         full = current_defaults(self.settings.ray_image, self.settings.default_templates)
         return Defaults(full.revision, {r: full.templates[r] for r in roles})
@@ -291,7 +316,8 @@ class RayController:
         head_desired: int,
         worker_desired: int,
         failure: ChildFailure | None,
-    ) -> None:
+    ) -> bool:
+        """Write the status if it changed; True when what is written is already true."""
         ns, name = key
         observed = Observed(
             generation=generation,
@@ -306,15 +332,17 @@ class RayController:
         previous = body.get("status") or {}
         now = now_rfc3339()
         status = compute_status(previous, observed, now)
-        if not status_changed(previous, status) or self._held(key):
-            return
+        if not status_changed(previous, status):
+            return True
+        if self._held(key):
+            return False
         self.held_status.pop(key, None)
         # While replica counts climb, write at most once per interval per cluster; the
         # deferred reconcile writes whatever is true by then (a burst costs one write).
         wait = self.last_status_write.get(key, -1e9) + self.status_interval - time.monotonic()
         if wait > 0:
             self.queue.add_after(key, wait)
-            return
+            return False
         self.last_status_write[key] = time.monotonic()
         status["lastReconcileTime"] = now
         try:
@@ -322,8 +350,9 @@ class RayController:
         except KubeError as exc:
             if not exc.not_found:
                 raise
-            return
+            return False
         self.rays.remember(updated)
+        return False
 
     def _cache(self, kind: str) -> Informer:
         return self.deployments if kind == "Deployment" else self.services

@@ -46,8 +46,11 @@ class Kube:
         max_in_flight: int = 8,
         timeout_seconds: float = 60.0,
         observer: RequestObserver | None = None,
+        user_agent: str = "ray-operator",
     ) -> None:
         self.credentials = credentials
+        # Names this process in the apiserver's audit log (replicas share a ServiceAccount).
+        self.user_agent = user_agent
         self.requests = 0
         self.observer = observer
         # Well below httpx's 20 kept-alive connections: more requests at once only wait in
@@ -81,7 +84,7 @@ class Kube:
         return self._http
 
     async def _headers(self, content_type: str | None) -> tuple[dict[str, str], str | None]:
-        headers = {"accept": "application/json"}
+        headers = {"accept": "application/json", "user-agent": self.user_agent}
         token = await self.credentials.authorization()
         if token:
             headers["authorization"] = token

@@ -83,6 +83,9 @@ class LocalControlPlane:
     # A TokenReview webhook (URL) that authenticates bearer tokens the static file does not
     # know: tests that need tokens which really expire (exec plugins) serve one.
     token_webhook: str | None = None
+    # False: watches are served from etcd, not the apiserver's cache, so compacting etcd
+    # (``compact_etcd``) makes a client's watch resume with 410 Gone, as a long outage would.
+    watch_cache: bool = True
     user_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -142,32 +145,32 @@ class LocalControlPlane:
             ],
         )
         self._data_dir = data_dir
+        self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         d = self.workdir
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(bins / "kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                f"--secure-port={self.api_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # Loopback cannot back the `kubernetes` Service's endpoints (nothing routes to
-                # Service IPs here anyway): keep the Service, skip its endpoints.
-                "--endpoint-reconciler-type=none",
-                f"--cert-dir={d / 'certs'}",
-                f"--token-auth-file={d / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
-                f"--service-account-key-file={d / 'sa.pub'}",
-                f"--service-account-signing-key-file={d / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
-                "--allow-privileged=true",
-                *self._audit_flags(),
-                *self._webhook_flags(),
-                "--v=0",
-            ],
-        )
+        self._apiserver_argv = [
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--secure-port={self.api_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # Loopback cannot back the `kubernetes` Service's endpoints (nothing routes to
+            # Service IPs here anyway): keep the Service, skip its endpoints.
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={d / 'certs'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+            "--allow-privileged=true",
+            *self._audit_flags(),
+            *self._webhook_flags(),
+            *([] if self.watch_cache else ["--watch-cache=false"]),
+            "--v=0",
+        ]
+        self._spawn("kube-apiserver", self._apiserver_argv)
         self._wait_ready(timeout)
         if self.controller_manager:
             self._spawn(
@@ -188,6 +191,29 @@ class LocalControlPlane:
                 ],
             )
         return self
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM), as when its node restarts."""
+        (proc,) = [p for p in self.processes if p.args == self._apiserver_argv]
+        proc.terminate()
+        proc.wait(timeout=30)
+        self.processes.remove(proc)
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again, on the same port, with the same flags."""
+        self._spawn("kube-apiserver", self._apiserver_argv)
+        self._wait_ready(timeout)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision; that revision."""
+        head = httpx.post(f"{self.etcd_url}/v3/kv/range", json={"key": "AA=="}, timeout=10)
+        revision = int(head.json()["header"]["revision"])
+        httpx.post(
+            f"{self.etcd_url}/v3/kv/compaction",
+            json={"revision": str(revision), "physical": True},
+            timeout=30,
+        ).raise_for_status()
+        return revision
 
     def stop(self) -> None:
         """Stop every part, newest first, and remove what they wrote."""
@@ -231,7 +257,7 @@ class LocalControlPlane:
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.processes.append(
             subprocess.Popen(
                 argv,
@@ -278,8 +304,10 @@ class LocalControlPlane:
             "current-context: webhook\n"
         )
         # No caching of the webhook's answers: an expired token is refused at once.
-        return [f"--authentication-token-webhook-config-file={path}",
-                "--authentication-token-webhook-cache-ttl=0s"]
+        return [
+            f"--authentication-token-webhook-config-file={path}",
+            "--authentication-token-webhook-cache-ttl=0s",
+        ]
 
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:

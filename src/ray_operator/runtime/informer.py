@@ -64,6 +64,8 @@ class Informer:
         self.namespaces: tuple[str | None, ...] = namespaces if kind.namespaced else ()
         self.label_selector = label_selector
         self.synced = asyncio.Event()
+        # False from a broken watch until the next listing succeeds: readiness follows it.
+        self.connected = False
         self.lists = 0
         self.watches = 0
         self._on_restart = on_restart
@@ -138,11 +140,13 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except KubeError as exc:
+                self.connected = False
                 reason = "expired" if exc.status == 410 else f"{exc.status} {exc.reason}"
                 self._restarted(namespace, reason, exc)
                 if exc.status == 410:
                     continue  # list again at once: the version we watched from is gone
             except (httpx.HTTPError, OSError, ValueError) as exc:
+                self.connected = False
                 self._restarted(namespace, type(exc).__name__, exc)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             delay = min(delay * 2, 30.0)
@@ -179,6 +183,7 @@ class Informer:
         self._listed.add(namespace)
         if len(self._listed) == len(self.namespaces or (None,)):
             self.synced.set()
+            self.connected = True
         for change in changes:
             self._notify(*change)
         return listing.resource_version

@@ -96,10 +96,15 @@ class Manager:
         """Every cache has been listed."""
         return all(i.synced.is_set() for i in self.informers.values())
 
+    @property
+    def ready(self) -> bool:
+        """Every cache is listed and watching now (not after a broken watch, until relisted)."""
+        return all(i.synced.is_set() and i.connected for i in self.informers.values())
+
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set (0) or the Lease is lost (1)."""
         if self.metrics_port:
-            self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.synced)
+            self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.ready)
             await self._server.start()
         for informer in self.informers.values():
             informer.start()

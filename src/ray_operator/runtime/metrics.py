@@ -130,4 +130,4 @@ class HealthServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         if self._ready():
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="caches not synced\n")
+        return web.Response(status=503, text="caches not synced or not watching\n")
