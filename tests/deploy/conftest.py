@@ -29,6 +29,9 @@ OIDC_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
 ADMIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/eks-admin"
 HANDLER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/eks-handler"
 BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/project-boundary"
+#: The variable SeedFarmer sets for a deployment's permissionsBoundaryName (seed-farmer:
+#: seedfarmer/deployment/deploy_base.py, DeployModule._env_vars).
+BOUNDARY_ENV = "SEEDFARMER_PERMISSIONS_BOUNDARY_ARN"
 BUCKET = "ml-data-bucket"
 TAGS = {"team": "ml", "cost-center": "42"}
 
@@ -69,16 +72,18 @@ def orchestrator_parameters() -> dict[str, str]:
 
 @dataclass
 class Synth:
-    """One synthesized app: the stack, its template and the nested (kubectl provider) templates."""
+    """One synthesized app: the module's stack, its template, the nested (kubectl provider)
+    templates and, when the module builds the image, its repository stack's template."""
 
     stack: Any
     template: dict[str, Any]
     nested: list[dict[str, Any]]
     directory: Path
     template_files: list[Path] = field(default_factory=list)
+    image: dict[str, Any] | None = None
 
     def all_templates(self) -> list[dict[str, Any]]:
-        return [self.template, *self.nested]
+        return [self.template, *self.nested, *([self.image] if self.image else [])]
 
     def resources(self, type_: str, *, nested: bool = False) -> dict[str, dict[str, Any]]:
         templates = self.all_templates() if nested else [self.template]
@@ -96,19 +101,27 @@ class Synth:
 
 
 def synthesize(build: Any, outdir: Path) -> Synth:
-    """Build the app (with the AWS Solutions checks, as ``app.py`` does) and synthesize it once."""
+    """Build the app (with the AWS Solutions checks, as ``app.py`` does) and synthesize it once.
+
+    ``build(app)`` returns the module's stack and its image repository stack (or None).
+    """
     import aws_cdk as cdk
     from common.nag import add_aws_solutions_checks
 
     app = cdk.App(outdir=str(outdir))
-    stack = build(app)
+    stack, repository = build(app)
     add_aws_solutions_checks(app)
     assembly = app.synth()
     artifact = assembly.get_stack_artifact(stack.artifact_id)
     files = [Path(assembly.directory) / artifact.template_file]
     files += sorted(Path(assembly.directory).glob("*.nested.template.json"))
     nested = [json.loads(path.read_text()) for path in files[1:]]
-    return Synth(stack, artifact.template, nested, Path(assembly.directory), files)
+    image = None
+    if repository is not None:
+        image_artifact = assembly.get_stack_artifact(repository.artifact_id)
+        image = image_artifact.template
+        files.append(Path(assembly.directory) / image_artifact.template_file)
+    return Synth(stack, artifact.template, nested, Path(assembly.directory), files, image)
 
 
 def stub_chart(directory: Path) -> Path:
@@ -125,50 +138,47 @@ def chart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return stub_chart(tmp_path_factory.mktemp("chart") / "ray-operator")
 
 
-def _operator(env: dict[str, str], chart: Path, outdir: Path) -> Synth:
-    import aws_cdk as cdk
+def synth_operator(env: dict[str, str], chart: Path, outdir: Path) -> Synth:
+    """ray-operator as ``app.py`` builds it from ``env``."""
     from operator_settings import OperatorSettings
-    from operator_stack import RayOperatorStack
+    from operator_stack import build_app
 
     settings = OperatorSettings.from_env(env)
-    return synthesize(
-        lambda app: RayOperatorStack(
-            app,
-            settings.context.stack_name,
-            settings=settings,
-            chart_dir=chart,
-            env=cdk.Environment(account=ACCOUNT, region=REGION),
-        ),
-        outdir,
-    )
+    return synthesize(lambda app: build_app(app, settings, root=ROOT, chart_dir=chart), outdir)
+
+
+def synth_orchestrator(env: dict[str, str], outdir: Path) -> Synth:
+    """ray-orchestrator as ``app.py`` builds it from ``env``."""
+    from orchestrator_settings import OrchestratorSettings
+    from orchestrator_stack import build_app
+
+    settings = OrchestratorSettings.from_env(ROOT, env)
+    return synthesize(lambda app: build_app(app, settings, root=ROOT), outdir)
 
 
 @pytest.fixture(scope="session")
 def operator_full(chart_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """ray-operator with every optional parameter and a permissions boundary."""
+    """ray-operator with every optional parameter but operator_image, and a boundary."""
     parameters = {
         **operator_parameters(),
         "data_bucket_name": BUCKET,
         "tags": json.dumps(TAGS),
     }
-    env = seedfarmer_env("ray-operator", parameters, SEEDFARMER_PERMISSION_BOUNDARY_ARN=BOUNDARY)
-    return _operator(env, chart_dir, tmp_path_factory.mktemp("operator-full"))
+    env = seedfarmer_env("ray-operator", parameters, **{BOUNDARY_ENV: BOUNDARY})
+    return synth_operator(env, chart_dir, tmp_path_factory.mktemp("operator-full"))
 
 
 @pytest.fixture(scope="session")
 def operator_minimal(chart_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """ray-operator with the required parameters only."""
     env = seedfarmer_env("ray-operator", operator_parameters())
-    return _operator(env, chart_dir, tmp_path_factory.mktemp("operator-minimal"))
+    return synth_operator(env, chart_dir, tmp_path_factory.mktemp("operator-minimal"))
 
 
 @pytest.fixture(scope="session")
 def orchestrator_full(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """ray-orchestrator with a bucket, a PVC, tags and a permissions boundary."""
-    import aws_cdk as cdk
-    from orchestrator_settings import OrchestratorSettings
-    from orchestrator_stack import RayOrchestratorStack
-
+    """ray-orchestrator with a bucket, a PVC, tags and a boundary, on a cluster with access
+    entries."""
     parameters = {
         **orchestrator_parameters(),
         "data_bucket_name": BUCKET,
@@ -176,18 +186,20 @@ def orchestrator_full(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "tags": json.dumps(TAGS),
     }
     env = seedfarmer_env(
-        "ray-orchestrator", parameters, SEEDFARMER_PERMISSION_BOUNDARY_ARN=BOUNDARY
+        "ray-orchestrator",
+        parameters,
+        **{BOUNDARY_ENV: BOUNDARY, "EKS_AUTHENTICATION_MODE": "API_AND_CONFIG_MAP"},
     )
-    settings = OrchestratorSettings.from_env(ROOT, env)
-    return synthesize(
-        lambda app: RayOrchestratorStack(
-            app,
-            settings.context.stack_name,
-            settings=settings,
-            env=cdk.Environment(account=ACCOUNT, region=REGION),
-        ),
-        tmp_path_factory.mktemp("orchestrator-full"),
+    return synth_orchestrator(env, tmp_path_factory.mktemp("orchestrator-full"))
+
+
+@pytest.fixture(scope="session")
+def orchestrator_aws_auth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """ray-orchestrator, required parameters only, on a cluster in CONFIG_MAP mode."""
+    env = seedfarmer_env(
+        "ray-orchestrator", orchestrator_parameters(), EKS_AUTHENTICATION_MODE="CONFIG_MAP"
     )
+    return synth_orchestrator(env, tmp_path_factory.mktemp("orchestrator-aws-auth"))
 
 
 def resolve_join(value: Any) -> str:

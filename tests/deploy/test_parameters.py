@@ -32,9 +32,14 @@ def operator(**changes: str | None) -> OperatorSettings:
     return OperatorSettings.from_env(env)
 
 
-def orchestrator(**changes: str | None) -> OrchestratorSettings:
+def orchestrator(mode: str = "API", **changes: str | None) -> OrchestratorSettings:
+    """Settings from the sample parameters; ``mode`` is the cluster's authentication mode."""
     parameters = {**orchestrator_parameters(), **changes}
-    env = seedfarmer_env("ray-orchestrator", {k: v for k, v in parameters.items() if v is not None})
+    env = seedfarmer_env(
+        "ray-orchestrator",
+        {k: v for k, v in parameters.items() if v is not None},
+        EKS_AUTHENTICATION_MODE=mode,
+    )
     return OrchestratorSettings.from_env(ROOT, env)
 
 
@@ -131,10 +136,44 @@ def test_broken_pipeline_file_is_named(tmp_path: Path) -> None:
 
 def test_bad_permissions_boundary_is_named() -> None:
     env = seedfarmer_env(
-        "ray-operator", operator_parameters(), SEEDFARMER_PERMISSION_BOUNDARY_ARN="boundary"
+        "ray-operator", operator_parameters(), SEEDFARMER_PERMISSIONS_BOUNDARY_ARN="boundary"
     )
-    with pytest.raises(ParameterError, match="SEEDFARMER_PERMISSION_BOUNDARY_ARN: 'boundary'"):
+    with pytest.raises(ParameterError, match="SEEDFARMER_PERMISSIONS_BOUNDARY_ARN: 'boundary'"):
         OperatorSettings.from_env(env)
+
+
+def test_permissions_boundary_from_the_variable_seedfarmer_sets() -> None:
+    boundary = "arn:aws:iam::123456789012:policy/b"
+    env = seedfarmer_env(
+        "ray-operator", operator_parameters(), SEEDFARMER_PERMISSIONS_BOUNDARY_ARN=boundary
+    )
+    assert OperatorSettings.from_env(env).context.permissions_boundary_arn == boundary
+
+
+@pytest.mark.parametrize(
+    ("authentication_mode", "access_mode"),
+    [
+        ("API", "access_entry"),
+        ("API_AND_CONFIG_MAP", "access_entry"),
+        ("CONFIG_MAP", "aws_auth"),
+        ("None", "aws_auth"),  # describe-cluster of a cluster older than access entries
+    ],
+)
+def test_access_mode_defaults_to_what_the_cluster_supports(
+    authentication_mode: str, access_mode: str
+) -> None:
+    assert orchestrator(authentication_mode).eks_access_mode == access_mode
+
+
+def test_access_mode_parameter_wins_and_is_checked() -> None:
+    assert orchestrator("API", eks_access_mode="aws_auth").eks_access_mode == "aws_auth"
+    assert orchestrator("CONFIG_MAP", eks_access_mode="access_entry").eks_access_mode == (
+        "access_entry"
+    )
+    with pytest.raises(ParameterError, match="'configmap' is not valid: expected one of"):
+        orchestrator(eks_access_mode="configmap")
+    with pytest.raises(ParameterError, match=r"eks_access_mode \(EksAccessMode.*is not set"):
+        orchestrator("")
 
 
 @pytest.mark.parametrize(
@@ -148,7 +187,7 @@ def test_app_exits_naming_the_parameter_before_synthesis(
     del parameters["namespace"]
     env = {
         **os.environ,
-        **seedfarmer_env(module_dir.name, parameters),
+        **seedfarmer_env(module_dir.name, parameters, EKS_AUTHENTICATION_MODE="API"),
         "CDK_OUTDIR": str(tmp_path),
     }
     done = subprocess.run(
@@ -181,6 +220,7 @@ def test_app_exits_naming_the_parameter_before_synthesis(
                 "tags",
                 "pipeline_file",
                 "runner_image",
+                "eks_access_mode",
             ],
         ),
     ],

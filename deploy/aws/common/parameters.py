@@ -8,13 +8,19 @@ All problems are collected and reported together so one failed run shows every m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PARAMETER_PREFIX = "SEEDFARMER_PARAMETER_"
+#: The permissions boundary SeedFarmer gives a module (manifest ``permissionsBoundaryName``).
+#: seed-farmer's seedfarmer/deployment/deploy_base.py (``DeployModule._env_vars``) sets
+#: ``seedfarmer_param("PERMISSIONS_BOUNDARY_ARN")``: ``SEEDFARMER_`` + that key when the
+#: deployspec has ``publishGenericEnvVariables: true``, as both modules' do.
+BOUNDARY_VARIABLE = "SEEDFARMER_PERMISSIONS_BOUNDARY_ARN"
 
 _PARTITION = r"arn:aws(?:-[a-z]+)*"
 _ROLE_ARN = re.compile(_PARTITION + r":iam::\d{12}:role/[\w+=,.@/-]{1,512}")
@@ -69,6 +75,31 @@ class ModuleContext:
     def stack_name(self) -> str:
         """``{project}-{deployment}-{module}``, the stack ``seedfarmer metadata convert`` reads."""
         return f"{self.project_name}-{self.deployment_name}-{self.module_name}"
+
+    def kubernetes_name(self, limit: int = 63) -> str:
+        """The deployment's name for Kubernetes objects: a DNS label of at most ``limit``.
+
+        SeedFarmer's module name is ``<group>-<module>``, so two deployments, or two modules,
+        sharing a namespace never reach for the same ServiceAccount, Role or release.
+        """
+        return fit_name(_label(self.stack_name), limit)
+
+    @property
+    def repository_name(self) -> str:
+        """The module's own ECR repository (ECR takes lower-case names only)."""
+        return fit_name(_label(self.stack_name), 256)
+
+
+def _label(text: str) -> str:
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-") or "x"
+
+
+def fit_name(name: str, limit: int) -> str:
+    """``name`` when it fits ``limit``, else its start and a hash of the whole (stable, unique)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
 class ParameterReader:
@@ -129,10 +160,10 @@ class ParameterReader:
                     f"{variable} is not set: SeedFarmer sets it; set it by hand to synthesize"
                 )
             names[key] = value
-        boundary = self._env.get("SEEDFARMER_PERMISSION_BOUNDARY_ARN", "").strip() or None
+        boundary = self._env.get(BOUNDARY_VARIABLE, "").strip() or None
         if boundary is not None and not _POLICY_ARN.fullmatch(boundary):
             self.problems.append(
-                f"SEEDFARMER_PERMISSION_BOUNDARY_ARN: {boundary!r} is not valid: expected an IAM"
+                f"{BOUNDARY_VARIABLE}: {boundary!r} is not valid: expected an IAM"
                 " policy ARN such as arn:aws:iam::123456789012:policy/boundary"
             )
             boundary = None
@@ -149,6 +180,14 @@ class ParameterReader:
     def text(self, parameter: str) -> str | None:
         """An optional free-form value (checked by the caller)."""
         return self._raw(parameter)
+
+    def choice(self, parameter: str, allowed: Sequence[str]) -> str | None:
+        """An optional value out of ``allowed`` (None when not set)."""
+        value = self._raw(parameter)
+        if value is not None and value not in allowed:
+            self._invalid(parameter, value, "one of " + ", ".join(allowed))
+            return None
+        return value
 
     def cluster_name(self, parameter: str) -> str:
         """A required EKS cluster name."""

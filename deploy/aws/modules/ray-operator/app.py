@@ -9,11 +9,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def _project_root() -> Path:
-    """The checkout (or SeedFarmer bundle) holding ``deploy/aws/common`` and ``charts/``."""
-    for parent in HERE.parents:
-        if (parent / "deploy" / "aws" / "common" / "__init__.py").is_file():
-            return parent
-    raise SystemExit(f"deploy/aws/common/ not found above {HERE}: see this module's README")
+    """Where ``deploy/aws/common``, ``charts/`` and the Dockerfile are, in either layout.
+
+    SeedFarmer copies each of a module's ``dataFiles`` to ``module/<its path>`` of the bundle,
+    that is inside this directory (seed-farmer's seedfarmer/deployment/deploy_remote.py and
+    deploy_local.py: ``f"module/{data_file.get_bundle_path()}"``), and runs the deployspec there;
+    in a checkout they are four levels up.
+    """
+    for candidate in (HERE, *HERE.parents):
+        if (candidate / "deploy" / "aws" / "common" / "__init__.py").is_file():
+            return candidate
+    raise SystemExit(
+        f"deploy/aws/common/ is neither in {HERE} (a SeedFarmer bundle) nor above it (a"
+        " checkout): list the module's dataFiles as its README shows"
+    )
 
 
 ROOT = _project_root()
@@ -23,7 +32,7 @@ import aws_cdk as cdk  # noqa: E402
 from common.nag import add_aws_solutions_checks  # noqa: E402
 from common.parameters import ParameterError  # noqa: E402
 from operator_settings import OperatorSettings  # noqa: E402
-from operator_stack import RayOperatorStack  # noqa: E402
+from operator_stack import build_app  # noqa: E402
 
 CHART_DIR = ROOT / "charts" / "ray-operator"
 
@@ -37,14 +46,7 @@ def main() -> None:
     if not (CHART_DIR / "Chart.yaml").is_file():
         sys.exit(f"the operator's Helm chart is missing: {CHART_DIR}/Chart.yaml")
     app = cdk.App()
-    RayOperatorStack(
-        app,
-        settings.context.stack_name,
-        settings=settings,
-        chart_dir=CHART_DIR,
-        env=cdk.Environment(account=settings.context.account, region=settings.context.region),
-        description="Ray operator (this project's Helm chart) with an IRSA service account",
-    )
+    build_app(app, settings, root=ROOT, chart_dir=CHART_DIR)
     add_aws_solutions_checks(app)
     app.synth()
 

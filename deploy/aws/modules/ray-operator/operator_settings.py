@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from common.parameters import ModuleContext, ParameterReader
 
-#: Name of the Kubernetes ServiceAccount the operator runs as (output ``EksServiceAccountName``).
-SERVICE_ACCOUNT_NAME = "ray-operator"
+#: Helm release names must fit 53 characters (Helm's own limit).
+RELEASE_NAME_MAX = 53
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,20 @@ class OperatorSettings:
     data_bucket_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     operator_image: str | None = None
-    service_account_name: str = SERVICE_ACCOUNT_NAME
+
+    @property
+    def service_account_name(self) -> str:
+        """The ServiceAccount the operator runs as (output ``EksServiceAccountName``).
+
+        Named after the deployment and module, so another deployment in the same namespace
+        (or cluster) never takes over this one's IRSA role.
+        """
+        return self.context.kubernetes_name()
+
+    @property
+    def release_name(self) -> str:
+        """The Helm release of the operator (the chart names its objects after it)."""
+        return self.context.kubernetes_name(RELEASE_NAME_MAX)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,23 +9,32 @@ HERE = Path(__file__).resolve().parent
 
 
 def _project_root() -> Path:
-    """The checkout (or SeedFarmer bundle) holding ``deploy/aws/common``, ``src/`` and examples."""
-    for parent in HERE.parents:
-        if (parent / "deploy" / "aws" / "common" / "__init__.py").is_file():
-            return parent
-    raise SystemExit(f"deploy/aws/common/ not found above {HERE}: see this module's README")
+    """Where ``deploy/aws/common``, ``src/``, the pipeline and the Dockerfile are, in either layout.
+
+    SeedFarmer copies each of a module's ``dataFiles`` to ``module/<its path>`` of the bundle,
+    that is inside this directory (seed-farmer's seedfarmer/deployment/deploy_remote.py and
+    deploy_local.py: ``f"module/{data_file.get_bundle_path()}"``), and runs the deployspec there;
+    in a checkout they are four levels up.
+    """
+    for candidate in (HERE, *HERE.parents):
+        if (candidate / "deploy" / "aws" / "common" / "__init__.py").is_file():
+            return candidate
+    raise SystemExit(
+        f"deploy/aws/common/ is neither in {HERE} (a SeedFarmer bundle) nor above it (a"
+        " checkout): list the module's dataFiles as its README shows"
+    )
 
 
 ROOT = _project_root()
-sys.path[:0] = [str(HERE), str(ROOT / "deploy" / "aws")]
-if importlib.util.find_spec("ray_operator") is None:  # not installed: use the checkout's source
-    sys.path.insert(0, str(ROOT / "src"))
+# The sources next to this module first, before any installed ray_operator: the state machine is
+# exported by the same code the image is built from.
+sys.path[:0] = [str(HERE), str(ROOT / "deploy" / "aws"), str(ROOT / "src")]
 
 import aws_cdk as cdk  # noqa: E402
 from common.nag import add_aws_solutions_checks  # noqa: E402
 from common.parameters import ParameterError  # noqa: E402
 from orchestrator_settings import OrchestratorSettings  # noqa: E402
-from orchestrator_stack import RayOrchestratorStack  # noqa: E402
+from orchestrator_stack import build_app  # noqa: E402
 
 
 def main() -> None:
@@ -36,13 +44,7 @@ def main() -> None:
     except ParameterError as error:
         sys.exit(str(error))
     app = cdk.App()
-    RayOrchestratorStack(
-        app,
-        settings.context.stack_name,
-        settings=settings,
-        env=cdk.Environment(account=settings.context.account, region=settings.context.region),
-        description=f"Ray pipeline {settings.pipeline.name} as a Step Functions state machine",
-    )
+    build_app(app, settings, root=ROOT)
     add_aws_solutions_checks(app)
     app.synth()
 

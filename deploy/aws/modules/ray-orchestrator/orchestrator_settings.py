@@ -10,16 +10,31 @@ from pathlib import Path
 from common.parameters import ModuleContext, ParameterReader
 
 from ray_operator.api.pipeline import PipelineSpecError, RayPipelineResource, load_pipeline
+from ray_operator.api.ray import RaySpec
 from ray_operator.pipelines.asl import AslOptions
 
-#: ServiceAccount the pipeline's runner pods use (output ``EksServiceAccountName``).
-SERVICE_ACCOUNT_NAME = "ray-orchestrator"
 DEFAULT_TIMEOUT_MINUTES = 360.0
 DEFAULT_EXPORT_PATH = "/ray/export/"
 #: The pipeline deployed when ``pipeline_file`` is not given, relative to the project root.
 DEFAULT_PIPELINE_FILE = Path("examples/pipelines/train-inference/pipeline.yaml")
-#: Runner image when ``runner_image`` is not given: the project's own default.
-DEFAULT_RUNNER_IMAGE = AslOptions().runner_image
+#: The Ray each execution creates when the pipeline file has no ``rayClusterSpec``: the operator's
+#: default head and two workers (the example trains with two Ray Train workers).
+DEFAULT_RAY_CLUSTER: dict[str, object] = {"worker": {"replicas": 2}}
+#: How the state machine's role gets into the cluster: an EKS access entry, or an aws-auth entry.
+ACCESS_ENTRY = "access_entry"
+AWS_AUTH = "aws_auth"
+ACCESS_MODES = (ACCESS_ENTRY, AWS_AUTH)
+#: The cluster's authenticationMode, as the deployspec reads it (aws eks describe-cluster):
+#: the default of eks_access_mode.
+AUTHENTICATION_MODE_VARIABLE = "EKS_AUTHENTICATION_MODE"
+_MODE_FOR_AUTHENTICATION = {
+    "API": ACCESS_ENTRY,
+    "API_AND_CONFIG_MAP": ACCESS_ENTRY,
+    "CONFIG_MAP": AWS_AUTH,
+    # Clusters from before access entries report no accessConfig: aws-auth is all they have.
+    "None": AWS_AUTH,
+}
+_GROUP_SUFFIX = "-step-functions"
 
 
 @dataclass(frozen=True)
@@ -37,32 +52,54 @@ class OrchestratorSettings:
     eks_cert_auth_data: str
     pipeline: RayPipelineResource
     pipeline_dir: Path
+    eks_access_mode: str
     step_function_timeout: float = DEFAULT_TIMEOUT_MINUTES
     data_bucket_name: str | None = None
     pvc_name: str | None = None
     dra_export_path: str = DEFAULT_EXPORT_PATH
     tags: dict[str, str] = field(default_factory=dict)
-    runner_image: str = DEFAULT_RUNNER_IMAGE
-    service_account_name: str = SERVICE_ACCOUNT_NAME
+    runner_image: str | None = None
 
     @property
     def timeout_seconds(self) -> int:
         """``step_function_timeout`` (minutes) as the state machine's ``TimeoutSeconds``."""
         return max(1, round(self.step_function_timeout * 60))
 
-    def asl_options(self) -> AslOptions:
+    @property
+    def service_account_name(self) -> str:
+        """The runner and Ray pods' ServiceAccount (output ``EksServiceAccountName``).
+
+        Named after the deployment and module: two deployments in one namespace keep their own.
+        """
+        return self.context.kubernetes_name()
+
+    @property
+    def kubernetes_group(self) -> str:
+        """The Kubernetes group of the state machine's role; also its Role and RoleBinding."""
+        return self.context.kubernetes_name(63 - len(_GROUP_SUFFIX)) + _GROUP_SUFFIX
+
+    @property
+    def ray_cluster(self) -> RaySpec:
+        """The Ray each execution creates: the pipeline file's ``rayClusterSpec``, or a default."""
+        return self.pipeline.spec.rayClusterSpec or RaySpec.model_validate(DEFAULT_RAY_CLUSTER)
+
+    def asl_options(self, runner_image: str) -> AslOptions:
         """Options of the pipeline's Step Functions export, all taken from the parameters."""
         return AslOptions(
             cluster_name=self.eks_cluster_name,
             endpoint=self.eks_cluster_endpoint,
             certificate_authority=self.eks_cert_auth_data,
             namespace=self.namespace,
-            runner_image=self.runner_image,
+            runner_image=runner_image,
             service_account=self.service_account_name,
             timeout_seconds=self.timeout_seconds,
             # None: the pipeline file's pvcName, if any (the example has none: no volume).
             pvc_name=self.pvc_name,
             export_path=self.dra_export_path,
+            # Each execution runs on a Ray of its own, which carries the volume (when given) and
+            # the service account (the steps' code runs there and uses the data bucket).
+            ray_cluster=self.ray_cluster,
+            ray_service_account=self.service_account_name,
         )
 
     @classmethod
@@ -74,7 +111,8 @@ class OrchestratorSettings:
         ``pipeline_file`` (relative paths are taken from ``project_root``) is loaded and checked
         here too, so a broken pipeline fails before synthesis, named by that parameter.
         """
-        reader = ParameterReader(os.environ if env is None else env)
+        env = os.environ if env is None else env
+        reader = ParameterReader(env)
         context = reader.context()
         namespace = reader.namespace("namespace")
         admin_role_arn = reader.role_arn("eks_cluster_admin_role_arn")
@@ -88,7 +126,19 @@ class OrchestratorSettings:
         pvc_name = reader.object_name("pvc_name")
         export_path = reader.absolute_path("dra_export_path", DEFAULT_EXPORT_PATH)
         tags = reader.tags("tags")
-        runner_image = reader.image("runner_image") or DEFAULT_RUNNER_IMAGE
+        runner_image = reader.image("runner_image")
+        access_mode = reader.choice("eks_access_mode", ACCESS_MODES)
+        if access_mode is None and reader.text("eks_access_mode") is None:
+            authentication = env.get(AUTHENTICATION_MODE_VARIABLE, "").strip()
+            access_mode = _MODE_FOR_AUTHENTICATION.get(authentication)
+            if access_mode is None:
+                reader.problem(
+                    "eks_access_mode",
+                    f"is not set and {AUTHENTICATION_MODE_VARIABLE}={authentication!r} is not a"
+                    f" cluster authentication mode ({', '.join(_MODE_FOR_AUTHENTICATION)}): set"
+                    f" one of {', '.join(ACCESS_MODES)}, or {AUTHENTICATION_MODE_VARIABLE} as"
+                    " the deployspec does",
+                )
         pipeline_path = project_root / (reader.text("pipeline_file") or DEFAULT_PIPELINE_FILE)
         pipeline = None
         try:
@@ -96,7 +146,7 @@ class OrchestratorSettings:
         except PipelineSpecError as error:
             reader.problem("pipeline_file", str(error))
         reader.check()
-        assert pipeline is not None  # a load failure is a problem, raised by check()
+        assert pipeline is not None and access_mode is not None  # else check() raised
         if bucket:
             # The steps receive the module's bucket, the one their service account may use.
             spec = pipeline.spec.model_copy(update={"dataBucket": bucket})
@@ -113,6 +163,7 @@ class OrchestratorSettings:
             eks_cert_auth_data=cert,
             pipeline=pipeline,
             pipeline_dir=pipeline_path.parent,
+            eks_access_mode=access_mode,
             step_function_timeout=timeout,
             data_bucket_name=bucket,
             pvc_name=pvc_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -17,36 +18,12 @@ from common.resources import (
     apply_tags,
     emit_metadata,
     import_cluster,
+    module_image,
 )
 from constructs import Construct
-from orchestrator_settings import OrchestratorSettings
+from orchestrator_settings import ACCESS_ENTRY, OrchestratorSettings
 
-from ray_operator.pipelines.asl import build_state_machine
-
-#: Kubernetes group the state machine's role is mapped to by its EKS access entry.
-STEP_FUNCTIONS_GROUP = "ray-orchestrator-step-functions"
-#: What ``eks:runJob.sync`` does in the namespace: create the Job, follow it and its pod, read the
-#: pod's log (``LogOptions``), delete the Job when an execution is stopped. Nothing else.
-RUN_JOB_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["create", "delete", "get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-]
-#: Step Functions' log delivery to CloudWatch Logs; these actions take no resource-level scope.
-LOG_DELIVERY_ACTIONS = [
-    "logs:CreateLogDelivery",
-    "logs:DeleteLogDelivery",
-    "logs:DescribeLogGroups",
-    "logs:DescribeResourcePolicies",
-    "logs:GetLogDelivery",
-    "logs:ListLogDeliveries",
-    "logs:PutResourcePolicy",
-    "logs:UpdateLogDelivery",
-]
+from ray_operator.pipelines.asl import build_state_machine, kubernetes_rules
 
 
 class RayOrchestratorStack(cdk.Stack):
@@ -58,6 +35,8 @@ class RayOrchestratorStack(cdk.Stack):
         construct_id: str,
         *,
         settings: OrchestratorSettings,
+        runner_image: str,
+        repository_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -68,13 +47,17 @@ class RayOrchestratorStack(cdk.Stack):
             self,
             cluster_name=settings.eks_cluster_name,
             admin_role_arn=settings.eks_cluster_admin_role_arn,
-            handler_role_arn=settings.eks_handler_role_arn,
+            # Used as given: it belongs to the cluster's module (CDK's grants to it are dropped).
+            handler_role=iam.Role.from_role_arn(
+                self, "KubectlHandlerRole", settings.eks_handler_role_arn, mutable=False
+            ),
             oidc_provider_arn=settings.eks_oidc_arn,
             endpoint=settings.eks_cluster_endpoint,
             certificate_authority=settings.eks_cert_auth_data,
         )
 
-        # The runner pods: S3 on the data bucket (when given), no Kubernetes API rights needed.
+        # The runner pods and the pods of each execution's Ray: S3 on the data bucket (when
+        # given), no Kubernetes API rights.
         self.service_account = IrsaServiceAccount(
             self,
             "ServiceAccount",
@@ -96,7 +79,7 @@ class RayOrchestratorStack(cdk.Stack):
                 conditions={"StringEquals": {"aws:SourceAccount": self.account}},
             ),
         )
-        # eks:runJob.sync authenticates to the cluster with this role: it needs the cluster's
+        # The EKS integrations authenticate to the cluster with this role: it needs the cluster's
         # endpoint data, then Kubernetes RBAC (below) decides what it may do there.
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -109,7 +92,11 @@ class RayOrchestratorStack(cdk.Stack):
                 ],
             )
         )
-        self._grant_run_jobs(cluster, settings)
+
+        self.definition = build_state_machine(
+            settings.pipeline, settings.asl_options(runner_image), base_dir=settings.pipeline_dir
+        )
+        self._grant_cluster_access(cluster, settings)
 
         self.log_group = logs.LogGroup(
             self,
@@ -117,18 +104,15 @@ class RayOrchestratorStack(cdk.Stack):
             # /aws/vendedlogs/ keeps the CloudWatch Logs resource policy small for Step Functions.
             log_group_name=f"/aws/vendedlogs/states/{settings.context.stack_name}",
             retention=logs.RetentionDays.TWO_YEARS,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
+            # Named after the deployment: kept after a destroy, it would make the next deploy
+            # with the same names fail ("already exists").
+            removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-
-        definition = build_state_machine(
-            settings.pipeline, settings.asl_options(), base_dir=settings.pipeline_dir
-        )
-        self.definition = definition
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             # TimeoutSeconds lives in the definition: StateMachine(timeout=) is ignored here.
-            definition_body=sfn.DefinitionBody.from_string(json.dumps(definition)),
+            definition_body=sfn.DefinitionBody.from_string(json.dumps(self.definition)),
             role=self.role,
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -145,26 +129,29 @@ class RayOrchestratorStack(cdk.Stack):
             " handler role is given (eks_handler_role_arn) instead of created",
         )
 
-        emit_metadata(
-            self,
-            {
-                "EksServiceAccountName": settings.service_account_name,
-                "EksServiceAccountRoleArn": self.service_account.role.role_arn,
-                "StateMachineArn": self.state_machine.state_machine_arn,
-                "LogGroupArn": self.log_group.log_group_arn,
-            },
-        )
+        metadata = {
+            "EksServiceAccountName": settings.service_account_name,
+            "EksServiceAccountRoleArn": self.service_account.role.role_arn,
+            "StateMachineArn": self.state_machine.state_machine_arn,
+            "LogGroupArn": self.log_group.log_group_arn,
+            # What the deployspec's aws-auth step (deploy/aws/common/aws_auth.py) maps.
+            "StateMachineRoleArn": self.role.role_arn,
+            "EksAccessMode": settings.eks_access_mode,
+            "KubernetesGroup": settings.kubernetes_group,
+            "KubernetesUsername": settings.kubernetes_group,
+            "ImageUri": runner_image,
+        }
+        if repository_name:
+            metadata["EcrRepositoryName"] = repository_name
+        emit_metadata(self, metadata)
 
-    def _grant_run_jobs(self, cluster: eks.ICluster, settings: OrchestratorSettings) -> None:
-        """Map the role into the cluster (EKS access entry) with namespaced Job rights only."""
-        access_entry = eks.CfnAccessEntry(
-            self,
-            "StateMachineAccessEntry",
-            cluster_name=settings.eks_cluster_name,
-            principal_arn=self.role.role_arn,
-            kubernetes_groups=[STEP_FUNCTIONS_GROUP],
-            type="STANDARD",
-        )
+    def _grant_cluster_access(self, cluster: eks.ICluster, settings: OrchestratorSettings) -> None:
+        """The role's Kubernetes group may do in the namespace what the definition calls.
+
+        With ``access_entry`` an EKS access entry maps the role to the group; with ``aws_auth``
+        the deployspec adds it to aws-auth after the deploy (CloudFormation cannot merge it).
+        """
+        name = settings.kubernetes_group
         rbac = eks.KubernetesManifest(
             self,
             "StateMachineRbac",
@@ -174,29 +161,34 @@ class RayOrchestratorStack(cdk.Stack):
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "Role",
-                    "metadata": {"name": STEP_FUNCTIONS_GROUP, "namespace": settings.namespace},
-                    "rules": RUN_JOB_RULES,
+                    "metadata": {"name": name, "namespace": settings.namespace},
+                    "rules": kubernetes_rules(self.definition),
                 },
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "RoleBinding",
-                    "metadata": {"name": STEP_FUNCTIONS_GROUP, "namespace": settings.namespace},
+                    "metadata": {"name": name, "namespace": settings.namespace},
                     "roleRef": {
                         "apiGroup": "rbac.authorization.k8s.io",
                         "kind": "Role",
-                        "name": STEP_FUNCTIONS_GROUP,
+                        "name": name,
                     },
                     "subjects": [
-                        {
-                            "apiGroup": "rbac.authorization.k8s.io",
-                            "kind": "Group",
-                            "name": STEP_FUNCTIONS_GROUP,
-                        }
+                        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name}
                     ],
                 },
             ],
         )
-        rbac.node.add_dependency(access_entry)
+        if settings.eks_access_mode == ACCESS_ENTRY:
+            access_entry = eks.CfnAccessEntry(
+                self,
+                "StateMachineAccessEntry",
+                cluster_name=settings.eks_cluster_name,
+                principal_arn=self.role.role_arn,
+                kubernetes_groups=[name],
+                type="STANDARD",
+            )
+            rbac.node.add_dependency(access_entry)
 
     def _acknowledge_findings(self, settings: OrchestratorSettings) -> None:
         """The AWS Solutions findings on this stack's own resources, and why they are accepted."""
@@ -219,3 +211,24 @@ class RayOrchestratorStack(cdk.Stack):
                 "object access is limited to the one data bucket given as data_bucket_name;"
                 " the pipeline steps choose the object keys",
             )
+
+
+def build_app(
+    app: cdk.App, settings: OrchestratorSettings, *, root: Path
+) -> tuple[RayOrchestratorStack, cdk.Stack | None]:
+    """The module's stacks: its image repository (unless ``runner_image``), then the pipeline."""
+    context = settings.context
+    image, repository = module_image(app, context, root, settings.runner_image, settings.tags)
+    stack = RayOrchestratorStack(
+        app,
+        context.stack_name,
+        settings=settings,
+        runner_image=image,
+        repository_name=context.repository_name if repository else None,
+        env=cdk.Environment(account=context.account, region=context.region),
+        description=f"Ray pipeline {settings.pipeline.name} as a Step Functions state machine",
+    )
+    if repository is not None:
+        # Deployed first (the image is pushed in between), destroyed last.
+        stack.add_stack_dependency(repository)
+    return stack, repository
