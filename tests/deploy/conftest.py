@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ray_operator.localkube.control_plane import LocalControlPlane
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -242,3 +246,56 @@ def iam_statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if resource["Type"] == "AWS::IAM::Role":
             for policy in properties.get("Policies", []):
                 yield from policy["PolicyDocument"]["Statement"]
+
+
+@dataclass
+class AwsAuthCluster:
+    """The session's real apiserver, seen as an EKS cluster in ``CONFIG_MAP`` mode: its endpoint,
+    its certificate authority (as EKS gives ``certificateAuthority.data``) and ``aws-auth``."""
+
+    cp: LocalControlPlane
+
+    @property
+    def endpoint(self) -> str:
+        return self.cp.server
+
+    @property
+    def ca_data(self) -> str:
+        return base64.b64encode((self.cp.workdir / "certs" / "apiserver.crt").read_bytes()).decode()
+
+    @property
+    def token(self) -> str:
+        """What ``aws eks get-token`` stands in for: an admin's bearer token."""
+        return self.cp.token
+
+    def config_map(self) -> dict[str, Any] | None:
+        """``kube-system/aws-auth`` as it is now; None when there is none."""
+        done = self.cp.run_kubectl(
+            "get", "configmap", "aws-auth", "-n", "kube-system", "-o", "json", check=False
+        )
+        if done.returncode != 0:
+            assert "NotFound" in done.stderr, done.stderr
+            return None
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def reset(self, config_map: dict[str, Any] | None) -> None:
+        """Make ``aws-auth`` this (or absent)."""
+        self.cp.run_kubectl(
+            "delete", "configmap", "aws-auth", "-n", "kube-system", "--ignore-not-found"
+        )
+        if config_map is not None:
+            subprocess.run(
+                [str(self.cp.kubectl), "create", "-f", "-"],
+                input=json.dumps(config_map), env=self.cp.kubectl_env(),
+                capture_output=True, text=True, check=True,
+            )
+
+
+@pytest.fixture
+def aws_auth_cluster(control_plane: LocalControlPlane) -> Iterator[AwsAuthCluster]:
+    """The real apiserver with no ``aws-auth`` to begin with (and none left after)."""
+    cluster = AwsAuthCluster(control_plane)
+    cluster.reset(None)
+    yield cluster
+    cluster.reset(None)

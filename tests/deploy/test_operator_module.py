@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from common.image import split_image
 
 from tests.deploy.conftest import (
@@ -25,9 +24,9 @@ from tests.deploy.conftest import (
     Synth,
     iam_statements,
     kubernetes_objects,
-    resolve_join,
     metadata_output,
     operator_parameters,
+    resolve_join,
     seedfarmer_env,
     synth_operator,
 )

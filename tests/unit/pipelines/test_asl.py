@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ray_operator.api.pipeline import RayPipelineResource, load_pipeline, parse_pipeline
+from ray_operator.api.pipeline_step import ENV_ADDRESS, ENV_INPUT, ENV_RUN_ID, ENV_STEP, StepRun
 from ray_operator.api.ray import RaySpec
 from ray_operator.cli.pipeline import app
 from ray_operator.pipelines.asl import (
@@ -24,7 +25,6 @@ from ray_operator.pipelines.asl import (
     build_state_machine,
     kubernetes_rules,
 )
-from ray_operator.pipelines.step import ENV_ADDRESS, ENV_INPUT, ENV_RUN_ID, ENV_STEP, StepRun
 from tests.unit.pipelines.asl_validator import validate
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "pipelines" / "train-inference" / "pipeline.yaml"
