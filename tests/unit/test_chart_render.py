@@ -269,3 +269,38 @@ def test_service_monitor_and_default_templates_when_asked() -> None:
     assert yaml.safe_load(configmap["data"]["default-templates.yaml"]) == templates
     env = env_of(objs)
     assert env["RAY_OPERATOR_DEFAULT_TEMPLATES"] == "/etc/ray-operator/default-templates.yaml"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # A typo of rbac.clusterWide would otherwise install cluster-wide rights.
+        ({"rbac": {"clusterwide": False}}, "at '/rbac': additional properties 'clusterwide'"),
+        ({"replicaCount": 1}, "additional properties 'replicaCount'"),
+        ({"replicas": "2"}, "at '/replicas': got string, want integer"),
+        ({"watchNamespaces": ["Team_A"]}, "'Team_A' does not match pattern"),
+        ({"watchNamespaces": "team-a,Team_B"}, "at '/watchNamespaces'"),
+        ({"image": {"pullPolicy": "sometimes"}}, "at '/image/pullPolicy'"),
+        ({"metrics": {"port": 0}}, "at '/metrics/port'"),
+        ({"imagePullSecrets": ["regcred"]}, "at '/imagePullSecrets/0'"),
+        ({"defaultTemplates": {"workers": {}}}, "additional properties 'workers'"),
+    ],
+)
+def test_values_outside_the_schema_are_refused_with_the_key(values: Obj, message: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match="schema") as refused:
+        render(values)
+    assert message in str(refused.value)
+
+
+def test_notes_name_the_namespace_to_apply_the_example_in() -> None:
+    with helm.Chart.load(CHART) as chart:
+        namespaced = chart.render(
+            {"rbac": {"clusterWide": False}, "watchNamespaces": ["team-a"]},
+            name="ray-operator", namespace="ray-system",
+        )
+        cluster_wide = chart.render({}, name="ray-operator", namespace="ray-system")
+    notes = {k: v for k, v in namespaced.items() if k.endswith("NOTES.txt")}
+    (text,) = notes.values()
+    assert "kubectl apply -n team-a -f examples/ray-simple.yaml" in text
+    (text,) = [v for k, v in cluster_wide.items() if k.endswith("NOTES.txt")]
+    assert "kubectl apply -f examples/ray-simple.yaml" in text and "every namespace" in text
