@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from ray_operator import __version__
 from ray_operator.cli import job, operator, pipeline, render
 
 app = typer.Typer(
@@ -11,7 +14,26 @@ app = typer.Typer(
     help="Ray on Kubernetes: the operator, jobs and pipelines.",
     no_args_is_help=True,
     add_completion=False,
+    # Help and messages are plain text: "[/tmp]" in a value is printed, not read as markup.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ray-operator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="The version."),
+    ] = False,
+) -> None:
+    """Ray on Kubernetes: the operator, jobs and pipelines."""
 operator.register(app)
 render.register(app)
 app.add_typer(job.app, name="job")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
 
 from ray_operator.api.crd import all_crds
+from ray_operator.api.pipeline import PipelineSpecError, parse_pipeline
 from ray_operator.api.validation import validate_ray
+from ray_operator.builders.rayjob_status import check_spec
+from ray_operator.cli.manifests import Document, ManifestError, identify, read_documents
 
 
 def run(
@@ -57,33 +60,56 @@ def crds() -> None:
 
 
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Manifests (YAML, several documents each).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Manifests (YAML, several documents each; - for stdin).")
+    ],
 ) -> None:
-    """Check Ray manifests offline, with the operator's own rules; exit 1 on any error."""
+    """Check Ray, RayJob and RayPipeline manifests offline, with the operator's own rules.
+
+    Exit 1 when anything is invalid or is not one of those kinds.
+    """
     failed = False
     for path in files:
         try:
-            documents: list[Any] = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except (OSError, yaml.YAMLError) as exc:
-            typer.echo(f"{path}: cannot read: {exc}", err=True)
+            documents = read_documents(path)
+        except ManifestError as exc:
+            typer.echo(f"{path}: error: {exc}", err=True)
             failed = True
             continue
-        for doc in documents:
-            if not isinstance(doc, dict) or doc.get("kind") != "Ray":
+        for index, raw in enumerate(documents):
+            try:
+                doc = identify(raw, index)
+            except ManifestError as exc:
+                typer.echo(f"{path}: error: {exc}", err=True)
+                failed = True
                 continue
-            name = doc.get("metadata", {}).get("name", "?")
-            report = validate_ray(doc)
-            for problem in report.errors:
-                typer.echo(f"{path}: Ray/{name}: error: {problem}", err=True)
-            for field in report.unknown_fields:
-                typer.echo(
-                    f"{path}: Ray/{name}: warning: unknown field {field} is ignored", err=True
-                )
-            if report.ok:
-                typer.echo(f"{path}: Ray/{name}: valid")
-            failed = failed or not report.ok
+            errors, warnings = _check(doc)
+            label = f"{path}: {doc.kind}/{doc.name}"
+            for problem in errors:
+                typer.echo(f"{label}: error: {problem}", err=True)
+            for warning in warnings:
+                typer.echo(f"{label}: warning: {warning}", err=True)
+            if not errors:
+                typer.echo(f"{label}: valid")
+            failed = failed or bool(errors)
     if failed:
         sys.exit(1)
+
+
+def _check(doc: Document) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of one document, by the rules the operator applies to its kind."""
+    if doc.kind == "Ray":
+        report = validate_ray(doc.body)
+        unknown = [f"unknown field {f} is ignored" for f in report.unknown_fields]
+        return [str(p) for p in report.errors], unknown
+    if doc.kind == "RayJob":
+        checked = check_spec(doc.body.get("spec"))
+        return ([checked.error or "invalid spec"] if checked.spec is None else []), []
+    try:
+        parse_pipeline(doc.body, doc.name)
+    except PipelineSpecError as exc:
+        return exc.problems, []
+    return [], []
 
 
 def register(app: typer.Typer) -> None:
