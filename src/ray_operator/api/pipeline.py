@@ -60,6 +60,11 @@ REASON_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
 REASON_STEP_FAILED: Final = "StepFailed"
 
 
+# The original ``bucket:key``: an S3 bucket name (RFC-style, 3 to 63 characters), then a key
+# without spaces. ``print('a:b')`` is neither.
+_BUCKET_KEY: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]:\S+")
+
+
 class PipelineStep(BaseModel):
     """One step: a Ray job as in ``RayJob`` (script, parameters, runtime env, deadline, retries)."""
 
@@ -122,17 +127,19 @@ class PipelineStep(BaseModel):
 
     @property
     def script_is_inline(self) -> bool:
-        """The script text is written in the pipeline file itself."""
-        return "\n" in self.script.strip()
+        """The script text is written in the pipeline file itself.
+
+        Any line break makes it text: a one-line ``script: |`` block ends with one, and no file
+        path or S3 location has one.
+        """
+        return "\n" in self.script
 
     @property
     def script_is_s3(self) -> bool:
         """The script lives in S3 (``s3://bucket/key`` or the original ``bucket:key``)."""
         if self.script_is_inline:
             return False
-        return self.script.startswith("s3://") or (
-            ":" in self.script and "/" not in self.script.split(":", 1)[0]
-        )
+        return self.script.startswith("s3://") or bool(_BUCKET_KEY.fullmatch(self.script))
 
 
 class PipelineSpec(BaseModel):

@@ -142,3 +142,28 @@ def test_inference_picks_newest_checkpoint_by_epoch_not_by_name(tmp_path: Path) 
     path, info = _inference_module().newest_checkpoint(tmp_path)
     assert path == tmp_path / "checkpoint_10"
     assert info["epoch"] == 10
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "inline", "s3"),
+    [
+        ("script: |\n      print('one line')\n", True, False),
+        ("script: |\n      print('a:b')\n", True, False),
+        ("script: \"print('a:b')\"\n", False, False),  # one line, no break: a (missing) file
+        ("script: my-bucket:scripts/train.py\n", False, True),
+        ("script: s3://my-bucket/scripts/train.py\n", False, True),
+        ("script: train.py\n", False, False),
+        ("script: C:train.py\n", False, False),  # no bucket name is one letter
+    ],
+)
+def test_where_a_script_is_read_from(
+    tmp_path: Path, yaml_text: str, inline: bool, s3: bool
+) -> None:
+    import yaml
+
+    text = "spec:\n  steps:\n  - name: a\n    " + yaml_text
+    (step,) = parse_pipeline(yaml.safe_load(text)).spec.steps
+    assert (step.script_is_inline, step.script_is_s3) == (inline, s3)
+    if inline:
+        (run,) = step_runs("p", parse_pipeline(yaml.safe_load(text)).spec, tmp_path)
+        assert run.script == step.script and run.scriptLocation is None
