@@ -19,6 +19,7 @@ class Request:
     namespace: str
     name: str
     user_agent: str
+    code: int = 0  # the answer's HTTP status (ResponseComplete only)
 
     @property
     def write(self) -> bool:
@@ -26,8 +27,11 @@ class Request:
         return self.verb in WRITES
 
 
-def requests(path: Path, start: int = 0) -> list[Request]:
-    """Every request received after byte ``start`` of the audit log."""
+def requests(path: Path, start: int = 0, stage: str = "RequestReceived") -> list[Request]:
+    """Every request after byte ``start`` of the audit log, as logged at ``stage``.
+
+    ``ResponseComplete`` names the object a create made (its request only names the collection).
+    """
     found: list[Request] = []
     if not path.exists():
         return found
@@ -39,7 +43,7 @@ def requests(path: Path, start: int = 0) -> list[Request]:
             event = json.loads(line)
         except ValueError:
             continue  # a line being written as we read
-        if event.get("stage") != "RequestReceived":
+        if event.get("stage") != stage:
             continue
         ref = event.get("objectRef") or {}
         resource = ref.get("resource", event.get("requestURI", "?"))
@@ -52,6 +56,7 @@ def requests(path: Path, start: int = 0) -> list[Request]:
                 namespace=str(ref.get("namespace", "")),
                 name=str(ref.get("name", "")),
                 user_agent=str(event.get("userAgent", "")),
+                code=int((event.get("responseStatus") or {}).get("code") or 0),
             )
         )
     return found

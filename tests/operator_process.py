@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +117,30 @@ class OperatorProcess:
     def metrics(self) -> str:
         """The operator's Prometheus metrics, as text."""
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def reconciles(self, controller: str = "ray") -> int:
+        """Successful reconciles of ``controller`` so far, from the operator's own metrics."""
+        pattern = (
+            rf'^ray_operator_reconcile_total\{{controller="{controller}",result="success"\}} (\S+)$'
+        )
+        match = re.search(pattern, self.metrics(), re.M)
+        return int(float(match.group(1))) if match else 0
+
+    async def more_reconciles(
+        self, count: int, controller: str = "ray", timeout: float = 120
+    ) -> None:
+        """Wait until ``count`` more reconciles of ``controller`` have finished: the window in
+        which something must (or must not) have happened, measured in the operator's own work
+        rather than in seconds."""
+        target = await asyncio.to_thread(self.reconciles, controller) + count
+        deadline = time.monotonic() + timeout
+        while await asyncio.to_thread(self.reconciles, controller) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"fewer than {count} {controller} reconciles in {timeout}s:\n"
+                    f"{self.logs()[-3000:]}"
+                )
+            await asyncio.sleep(0.25)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until /readyz answers 200 (caches synced), or fail with the log."""

@@ -192,11 +192,19 @@ class LocalControlPlane:
             )
         return self
 
-    def stop_apiserver(self) -> None:
-        """Stop kube-apiserver alone (SIGTERM), as when its node restarts."""
+    def stop_apiserver(self, grace: float = 10.0) -> None:
+        """Stop kube-apiserver alone, as when its node restarts.
+
+        SIGTERM, then SIGKILL after ``grace`` seconds: it drains open requests first, and the
+        watch of a frozen (SIGSTOPped) client never drains.
+        """
         (proc,) = [p for p in self.processes if p.args == self._apiserver_argv]
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         self.processes.remove(proc)
 
     def start_apiserver(self, timeout: float = 60.0) -> None:

@@ -48,28 +48,26 @@ class LeaderElector:
     _observed_at: float = 0.0
 
     async def run(self) -> None:
-        """Try to acquire until leading, then renew until stopped or lost."""
-        while not self.leading.is_set():
-            if await self._try():
-                self._set(True)
-                log.info("leading as %s (Lease %s/%s)", self.identity, self.namespace, self.name)
-                break
-            await asyncio.sleep(self.retry_period)
-        last_renewal = time.monotonic()
+        """Acquire, renew while possible, and after a loss try to acquire again; forever."""
         while True:
-            await asyncio.sleep(self.retry_period)
-            if await self._try():
-                last_renewal = time.monotonic()
-            elif time.monotonic() - last_renewal > self.renew_deadline:
-                log.error(
-                    "lost the Lease %s/%s: not renewed for %.0fs",
-                    self.namespace,
-                    self.name,
-                    self.renew_deadline,
-                )
-                self._set(False)
-                self.lost.set()
-                return
+            while not await self._try():
+                await asyncio.sleep(self.retry_period)
+            self.lost.clear()
+            self._set(True)
+            log.info("leading as %s (Lease %s/%s)", self.identity, self.namespace, self.name)
+            last_renewal = time.monotonic()
+            while time.monotonic() - last_renewal <= self.renew_deadline:
+                await asyncio.sleep(self.retry_period)
+                if await self._try():
+                    last_renewal = time.monotonic()
+            log.error(
+                "lost the Lease %s/%s: not renewed for %.0fs; standing by",
+                self.namespace,
+                self.name,
+                self.renew_deadline,
+            )
+            self._set(False)
+            self.lost.set()
 
     def _set(self, leading: bool) -> None:
         if leading:

@@ -102,15 +102,13 @@ class Manager:
         return all(i.synced.is_set() and i.connected for i in self.informers.values())
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until ``stop`` is set (0) or the Lease is lost (1)."""
+        """Run until ``stop`` is set; 0."""
         if self.metrics_port:
             self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.ready)
             await self._server.start()
         for informer in self.informers.values():
             informer.start()
-        resync: asyncio.Task[None] | None = None
         elector_task: asyncio.Task[None] | None = None
-        lost = asyncio.Event()
         try:
             if not await self._until(self._all_synced(), stop):
                 return 0
@@ -127,21 +125,38 @@ class Manager:
                     self.lease.identity,
                     on_change=lambda leading: self.metrics.leader.set(1 if leading else 0),
                 )
-                lost = self.elector.lost
                 elector_task = asyncio.create_task(self.elector.run())
-                log.info("standby until the Lease %s/%s is ours", *self.lease_where)
-                if not await self._until(self.elector.leading.wait(), stop):
-                    return 0
-            else:
-                self.metrics.leader.set(1)
-            for controller in self.controllers:
-                controller.resync()
-                controller.queue.start()
-            resync = asyncio.create_task(self._resync_forever())
-            await self._until(lost.wait(), stop)
-            return 1 if lost.is_set() else 0
+            while not stop.is_set():
+                if self.elector is not None:
+                    log.info("standby until the Lease %s/%s is ours", *self.lease_where)
+                    if not await self._until(self.elector.leading.wait(), stop):
+                        break
+                else:
+                    self.metrics.leader.set(1)
+                await self._lead(stop)
+            return 0
         finally:
-            await self._shutdown(resync, elector_task)
+            if elector_task is not None:
+                elector_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await elector_task
+            await self._shutdown()
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """Reconcile until ``stop``, or until the Lease is lost (then stop reconciling)."""
+        for controller in self.controllers:
+            controller.resync()
+            controller.queue.start()
+        resync = asyncio.create_task(self._resync_forever())
+        try:
+            lost = self.elector.lost if self.elector is not None else asyncio.Event()
+            await self._until(lost.wait(), stop)
+        finally:
+            resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resync
+            # Whatever still runs must not write once another replica may lead.
+            await asyncio.gather(*(c.queue.stop(self.shutdown_grace) for c in self.controllers))
 
     @property
     def lease_where(self) -> tuple[str, str]:
@@ -181,19 +196,10 @@ class Manager:
             for controller in self.controllers:
                 controller.resync()
 
-    async def _shutdown(
-        self, resync: asyncio.Task[None] | None, elector_task: asyncio.Task[None] | None
-    ) -> None:
-        if resync is not None:
-            resync.cancel()
-        await asyncio.gather(*(c.queue.stop(self.shutdown_grace) for c in self.controllers))
+    async def _shutdown(self) -> None:
         for controller in self.controllers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(controller.close(), self.shutdown_grace)
-        if elector_task is not None:
-            elector_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await elector_task
         if self.elector is not None:
             await self.elector.release()
         for informer in self.informers.values():

@@ -120,8 +120,9 @@ class WorkQueue:
 
     # --- running ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start working, beginning with every key added so far."""
+        """Start working (again, after :meth:`stop`), beginning with every key added so far."""
         self._started = True
+        self._stopping = False
         waiting, self._waiting = self._waiting, set()
         for key in waiting:
             self.add(key)
@@ -180,8 +181,12 @@ class WorkQueue:
         self.add_after(key, delay)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Take no new work; let running reconciles finish for ``grace`` seconds, then cancel."""
+        """Take no new work; let running reconciles finish for ``grace`` seconds, then cancel.
+
+        Keys added afterwards are dropped until :meth:`start` (which begins with a resync).
+        """
         self._stopping = True
+        self._started = False
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()

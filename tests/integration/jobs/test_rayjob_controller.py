@@ -248,7 +248,7 @@ async def test_rayjob_waits_for_its_ray_to_be_healthy(
     assert status["message"].startswith("waiting for Ray 'sick' (spec.cluster) to be Healthy: "
                                         "status.health='False'"), status
     assert status["reason"] == "WaitingForCluster"
-    await asyncio.sleep(2)  # a few reconciles later: still no runner
+    await running_operator.more_reconciles(3, "rayjob")  # a few reconciles later: still no runner
     assert await get_or_none(kube, POD, "patient-rayjob", namespace) is None
     assert await get_or_none(kube, CONFIGMAP, "patient-rayjob", namespace) is None
 
@@ -386,7 +386,7 @@ async def test_a_runner_ended_beyond_the_backoff_limit_is_kept_and_reported(
     )
     assert "spec.backoffLimit=0" in status["message"], status
     assert "runnerRestarts" not in status
-    await asyncio.sleep(2)
+    await running_operator.more_reconciles(2, "rayjob")
     kept = await kube.get(POD, "once-rayjob", namespace)
     assert kept["metadata"]["uid"] == pod["metadata"]["uid"], "kept for its log, not replaced"
 

@@ -140,7 +140,7 @@ async def test_steps_run_one_after_another_on_a_named_ray(
     assert all(s["startTime"] and s["endTime"] for s in steps)
     assert done["status"]["rayCluster"] == "ray" and "currentStep" not in done["status"]
     # A named cluster is not the pipeline's to delete.
-    await asyncio.sleep(2)
+    await op.more_reconciles(2, "raypipeline")
     assert await kube.get_or_none(RAY, "ray", ns) is not None
 
 
@@ -240,7 +240,7 @@ async def test_keep_cluster_keeps_the_created_ray(
     await eventually("RayJob kept-train", exists(kube, RAYJOB, ns, "kept-train"), op, timeout=120)
     await set_job_state(kube, ns, "kept-train", "SUCCEEDED")
     await eventually("pipeline Succeeded", lambda: phase(kube, ns, "kept", "Succeeded"), op)
-    await asyncio.sleep(6)  # a resync later
+    await op.more_reconciles(2, "raypipeline")  # a resync later
     ray = await kube.get(RAY, "kept-ray", ns)
     assert not ray["metadata"].get("deletionTimestamp")
 
