@@ -187,11 +187,11 @@ async def test_full_example_applies_unchanged_and_reports_the_misspelled_limit(
 
 
 async def test_nothing_is_written_on_a_steady_cluster(
-    kube: Kube, namespace: str, pod_runner: PodRunner
+    kube: Kube, namespace: str, pod_runner: PodRunner, running_operator: OperatorProcess
 ) -> None:
     await kube.apply_manifest(example("ray-simple.yaml"), namespace)
     await healthy(kube, namespace)
-    await asyncio.sleep(2)
+    await running_operator.more_reconciles(1)  # the status write of the healthy cluster landed
 
     async def versions() -> list[str]:
         objs = [
@@ -206,7 +206,7 @@ async def test_nothing_is_written_on_a_steady_cluster(
         return [o["metadata"]["resourceVersion"] for o in objs]
 
     before = await versions()
-    await asyncio.sleep(12)  # more than two resyncs of the test operator (5 s)
+    await running_operator.more_reconciles(3)  # more than two resyncs
     assert await versions() == before
 
 
@@ -481,3 +481,22 @@ async def test_every_example_manifest_is_accepted(kube: Kube, namespace: str) ->
                 raise AssertionError(f"{path} was refused: {exc}") from exc
             applied += 1
     assert applied >= 3
+
+
+async def test_kubectl_apply_refuses_a_typo_outside_templates(
+    control_plane: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The CRD keeps no unknown fields at the resource's own levels: kubectl's strict field
+    validation names the typo instead of the cluster silently getting one worker."""
+    manifest = example("ray-simple.yaml")
+    manifest["spec"]["worker"]["replica"] = manifest["spec"]["worker"].pop("replicas")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    done = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+    assert done.returncode != 0
+    assert 'unknown field "spec.worker.replica"' in done.stderr, done.stderr
+    manifest["spec"]["worker"]["replicas"] = "3"
+    del manifest["spec"]["worker"]["replica"]
+    path.write_text(yaml.safe_dump(manifest))
+    done = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+    assert done.returncode != 0 and "spec.worker.replicas" in done.stderr, done.stderr

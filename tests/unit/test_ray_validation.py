@@ -153,3 +153,64 @@ def test_fields_of_a_current_kubernetes_are_known_offline() -> None:
     report = validate_ray(manifest)
     assert report.ok, report.message()
     assert report.unknown_fields == []
+
+
+def simple() -> dict:
+    loaded: dict = yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text())
+    return loaded
+
+
+def errors_of(doc: dict) -> list[str]:
+    return [str(p) for p in validate_ray(doc).errors]
+
+
+def test_typos_outside_templates_are_errors_that_list_the_fields() -> None:
+    doc = simple()
+    doc["spec"]["worker"]["replica"] = 3
+    doc["spec"]["worker"]["tempalte"] = doc["spec"]["worker"].pop("template", {})
+    found = errors_of(doc)
+    assert "spec.worker.replica: 3 is not valid; an unknown field (the fields here are " \
+        "replicas, template); it would be ignored" in found
+    assert any(e.startswith("spec.worker.tempalte: ") for e in found)
+    doc = simple()
+    doc["spec"]["workers"] = {}
+    assert any(e.startswith("spec.workers: ") and "head, worker" in e for e in errors_of(doc))
+
+
+def test_values_the_apiserver_would_refuse_are_refused_offline() -> None:
+    doc = simple()
+    doc["spec"]["worker"]["replicas"] = "3"
+    expected = "spec.worker.replicas: '3' is not valid; a whole number, without quotes"
+    assert expected in errors_of(doc)
+
+    doc = simple()
+    head = doc["spec"]["head"]["template"]["spec"]["containers"]
+    head[0]["ports"][0]["protocol"] = "tcp"
+    (found,) = errors_of(doc)
+    assert found == ("spec.head.template.spec.containers[0].ports[0].protocol: 'tcp' is not "
+                     "valid; one of 'TCP', 'UDP' or 'SCTP'")
+    head[0]["ports"][0]["protocol"] = "TCP"
+    head[0]["resources"] = {"limits": {"cpu": "two", "memory": "4GB"}}
+    head.append({"name": head[0]["name"], "image": "x"})
+    head.append({"name": "Side_Car", "image": "x"})
+    text = "\n".join(errors_of(doc))
+    assert "containers[0].resources.limits.cpu: 'two' is not valid; a quantity" in text
+    assert "containers[0].resources.limits.memory: '4GB' is not valid; a quantity" in text
+    assert f"containers[1].name: '{head[0]['name']}' is not valid; a name not used already" in text
+    assert "containers[2].name: 'Side_Car' is not valid; a DNS label" in text
+
+
+def test_quantities_kubernetes_accepts_are_accepted() -> None:
+    doc = simple()
+    container = doc["spec"]["worker"]["template"]["spec"]["containers"][0]
+    for quantity in ("500m", "2", "1.5", "512Mi", "4Gi", "1e3", 2, 0.5):
+        container["resources"] = {"limits": {"cpu": quantity}, "requests": {"memory": "1G"}}
+        assert errors_of(doc) == [], quantity
+
+
+def test_a_head_without_ports_is_refused() -> None:
+    doc = simple()
+    for container in doc["spec"]["head"]["template"]["spec"]["containers"]:
+        container.pop("ports", None)
+    (error,) = errors_of(doc)
+    assert error.startswith("spec.head.template.spec.containers[].ports: [] is not valid; at least")

@@ -7,9 +7,9 @@ manifest written for the original operator applies unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ray_operator.api.constants import API_VERSION
 
@@ -20,12 +20,26 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+class _Closed(BaseModel):
+    """A model of the resource's own fields: a field it does not know is a typo, and an error.
+
+    Its CRD schema has no ``x-kubernetes-preserve-unknown-fields``, so the apiserver refuses the
+    field too (``kubectl apply`` validates strictly) instead of keeping it unread.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class ContainerPort(_Open):
     """A port of a container."""
 
-    containerPort: int = Field(ge=1, le=65535, description="Port number on the pod's IP.")  # noqa: N815
+    containerPort: StrictInt = Field(  # noqa: N815
+        ge=1, le=65535, description="Port number on the pod's IP."
+    )
     name: str | None = Field(default=None, description="IANA_SVC_NAME, unique within the pod.")
-    protocol: str | None = Field(default=None, description="TCP, UDP or SCTP.")
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = Field(
+        default=None, description="TCP, UDP or SCTP."
+    )
 
 
 class Container(_Open):
@@ -51,14 +65,14 @@ class PodTemplate(_Open):
     spec: PodSpec | None = Field(default=None, description="The pod spec.")
 
 
-class ReplicaSpec(_Open):
+class ReplicaSpec(_Closed):
     """How many pods of one role, and what they run."""
 
-    replicas: int | None = Field(default=None, ge=0, description="Number of pods.")
+    replicas: StrictInt | None = Field(default=None, ge=0, description="Number of pods.")
     template: PodTemplate | None = Field(default=None, description="The pod template.")
 
 
-class RaySpec(_Open):
+class RaySpec(_Closed):
     """Desired state of a Ray cluster: one head, N workers."""
 
     head: ReplicaSpec | None = Field(

@@ -21,6 +21,15 @@ _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_MAX = 63
 _LONGEST_SUFFIX = "-worker"
 MAX_NAME_LENGTH = _LABEL_MAX - len(_LONGEST_SUFFIX)
+_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A Kubernetes resource.Quantity: a number, then a binary (Ki..Ei), decimal (m, k, M..E) or
+# exponent (e3, E-2) suffix.
+_QUANTITY = re.compile(
+    r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
+)
+# Fields of the resource's own levels (outside pod templates), for "did you mean".
+_OWN_FIELDS = {"spec": ("head", "worker"), "head": ("replicas", "template"),
+               "worker": ("replicas", "template")}
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,8 @@ def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Repor
         resource = RayResource.model_validate(obj)
     except ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            report.errors.append(Problem(where, err.get("input"), err["msg"].lower()))
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            report.errors.append(Problem(where.lstrip("."), err.get("input"), _accepted(err)))
         return report
     report.resource = resource
     head = resource.spec.head
@@ -90,6 +99,47 @@ def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Repor
         if replica is not None:
             _check_template(replica, f"spec.{role}", report, fields)
     return report
+
+
+def _accepted(err: Any) -> str:
+    """What is accepted instead of ``err``'s input, in the words of the manifest."""
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden":
+        known = _OWN_FIELDS.get(loc[-2] if len(loc) > 1 else "", ())
+        hint = f"the fields here are {', '.join(known)}" if known else "check the spelling"
+        return f"an unknown field ({hint}); it would be ignored"
+    if err["type"] in ("int_type", "int_parsing", "int_from_float"):
+        return "a whole number, without quotes"
+    if err["type"] == "literal_error":
+        return str(err["msg"]).replace("Input should be", "one of")
+    return str(err["msg"]).lower()
+
+
+def _check_container(container: Any, cpath: str, report: Report, seen: dict[str, str]) -> None:
+    """Name and resources of one container, as the apiserver would judge them."""
+    if not _DNS_1123_LABEL.match(container.name):
+        report.errors.append(Problem(
+            f"{cpath}.name", container.name,
+            "a DNS label: lower-case letters, digits and '-', at most 63 characters",
+        ))
+    elif container.name in seen:
+        report.errors.append(Problem(
+            f"{cpath}.name", container.name, f"a name not used already by {seen[container.name]}"
+        ))
+    seen.setdefault(container.name, cpath)
+    resources = getattr(container, "resources", None)
+    if not isinstance(resources, dict):
+        return
+    for section in ("limits", "requests"):
+        values = resources.get(section)
+        if not isinstance(values, dict):
+            continue
+        for resource, quantity in values.items():
+            if isinstance(quantity, bool) or not _QUANTITY.match(str(quantity)):
+                report.errors.append(Problem(
+                    f"{cpath}.resources.{section}.{resource}", quantity,
+                    "a quantity such as 500m, 2, 1.5, 512Mi or 4Gi",
+                ))
 
 
 def _check_template(
@@ -110,10 +160,12 @@ def _check_template(
         return
     names: dict[str, str] = {}
     numbers: dict[tuple[int, str], str] = {}
+    container_names: dict[str, str] = {}
     for ci, container in enumerate(spec.containers):
         cpath = f"{tpath}.spec.containers[{ci}]"
         if not container.image:
             report.errors.append(Problem(f"{cpath}.image", container.image, "a container image"))
+        _check_container(container, cpath, report, container_names)
         for pi, port in enumerate(container.ports or []):
             ppath = f"{cpath}.ports[{pi}]"
             protocol = port.protocol or "TCP"
@@ -137,3 +189,9 @@ def _check_template(
                     )
                 )
             numbers[key] = ppath
+    if path == "spec.head" and not numbers:
+        report.errors.append(Problem(
+            f"{tpath}.spec.containers[].ports", [],
+            "at least one port on a head container (6379 for the GCS, 8265 for the job API): the "
+            "head Service exposes them, and a Service without ports is refused",
+        ))
