@@ -1,4 +1,4 @@
-"""`ray-operator pipeline ...` commands: validate, run, export-asl, run-step."""
+"""`ray-operator pipeline ...` commands: validate, manifest, run, export-asl, run-step."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -42,7 +43,7 @@ def _load(path: Path) -> RayPipelineResource:
     try:
         return load_pipeline(path)
     except PipelineSpecError as exc:
-        err.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -55,7 +56,7 @@ def validate(file: FileArg) -> None:
     try:
         step_runs(pipeline.name, pipeline.spec, file.parent)
     except PipelineSpecError as exc:
-        err.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None
     spec = pipeline.spec
     steps = " -> ".join(s.name for s in spec.steps)
@@ -64,6 +65,51 @@ def validate(file: FileArg) -> None:
         f"export path {spec.exportPath}; PVC {spec.pvcName or 'none'}; "
         f"bucket {spec.dataBucket or 'none'}"
     )
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the scripts) as ``|`` blocks, readable and diffable."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _string)
+
+
+@app.command()
+def manifest(
+    file: FileArg,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="Run on this Ray instead of spec.cluster.")
+    ] = None,
+) -> None:
+    """Print the pipeline as a RayPipeline manifest for the cluster, scripts written inline.
+
+    Steps whose script is a file beside the pipeline file cannot run in a cluster as they are
+    (the file is not there): their text goes into the manifest. Then
+    ``ray-operator pipeline manifest pipeline.yaml | kubectl apply -n NS -f -``.
+    """
+    from ray_operator.api.pipeline import resolve_script
+
+    pipeline = _load(file)
+    document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document.pop("status", None)
+    document["metadata"] = {"name": pipeline.name}
+    spec = document["spec"]
+    if cluster is not None:
+        spec["cluster"] = cluster
+    try:
+        for index, step in enumerate(pipeline.spec.steps):
+            if not step.script_is_s3 and not step.script.startswith("/"):
+                text = resolve_script(step, file.parent) or ""
+                spec["steps"][index]["script"] = text if text.endswith("\n") else text + "\n"
+    except PipelineSpecError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    typer.echo(yaml.dump(document, Dumper=_BlockDumper, sort_keys=False), nl=False)
 
 
 @app.command("export-asl")
@@ -120,7 +166,7 @@ def export_asl(
         )
         definition = build_state_machine(pipeline, options, base_dir=file.parent)
     except (ValueError, PipelineSpecError) as exc:
-        err.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None
     typer.echo(to_json(definition))
 
@@ -203,7 +249,7 @@ def run(
                 str(file),
             )
         except PipelineSpecError as exc:
-            err.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
             raise typer.Exit(2) from None
     extra = _parse_params(param or [])
     console = Console()

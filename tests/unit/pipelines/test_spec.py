@@ -167,3 +167,30 @@ def test_where_a_script_is_read_from(
     if inline:
         (run,) = step_runs("p", parse_pipeline(yaml.safe_load(text)).spec, tmp_path)
         assert run.script == step.script and run.scriptLocation is None
+
+
+def test_manifest_puts_file_scripts_inline_so_the_cluster_can_run_them(tmp_path: Path) -> None:
+    """The example as written cannot be a RayPipeline (its scripts are files beside it);
+    `pipeline manifest` makes one that the operator accepts, with the scripts' text."""
+    import yaml
+
+    from ray_operator.builders.raypipeline import check_buildable
+    from ray_operator.cli import app as main_app
+
+    example = Path(__file__).parents[3] / "examples" / "pipelines" / "train-inference"
+    original = load_pipeline(example / "pipeline.yaml")
+    assert check_buildable(original.spec)  # refused as it is
+    result = CliRunner().invoke(
+        main_app, ["pipeline", "manifest", str(example / "pipeline.yaml"), "--cluster", "other"]
+    )
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load(result.output)
+    assert document["kind"] == "RayPipeline" and document["metadata"] == {"name": "train-inference"}
+    applied = parse_pipeline(document)
+    assert check_buildable(applied.spec) == []
+    assert applied.spec.cluster == "other"
+    train, inference = applied.spec.steps
+    assert train.script == (example / "train.py").read_text()
+    assert inference.script == (example / "inference.py").read_text()
+    assert train.parameters == original.spec.steps[0].parameters
+    assert "script: |" in result.output  # readable blocks, not one escaped line
