@@ -106,3 +106,20 @@ def test_version_is_printed() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"ray-operator {__version__}\n"
+
+
+def test_a_rayjob_takes_ray_s_env_vars_for_env(tmp_path: Path) -> None:
+    """RayPipeline steps (and Ray) say env_vars; a RayJob written that way keeps them."""
+    import json
+
+    from ray_operator.cli.render import render_rayjob
+
+    job = yaml.safe_load((EXAMPLES / "rayjob.yaml").read_text())
+    job["spec"]["runtimeEnv"] = {"env_vars": {"MODE": "fast"}}
+    (config_map,) = [c for c in render_rayjob(job, "runner:1") if c["kind"] == "ConfigMap"]
+    assert json.loads(config_map["data"]["jobdata.scriptMetadata"]) == {"env": {"MODE": "fast"}}
+    job["spec"]["runtimeEnv"]["env"] = {"MODE": "slow"}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    code, out = validate(str(path))
+    assert code == 1 and "runtimeEnv.env and runtimeEnv.env_vars are the same setting" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RayJobS3(BaseModel):
@@ -27,6 +27,19 @@ class RayJobRuntimeEnv(BaseModel):
 
     pip: dict[str, str] | None = Field(default=None, description="pip packages: {name: version}.")
     env: dict[str, str] | None = Field(default=None, description="Environment variables.")
+    env_vars: dict[str, str] | None = Field(
+        default=None, description="Ray's (and RayPipeline's) name for env: either one, not both."
+    )
+
+    @model_validator(mode="after")
+    def _env_under_either_name(self) -> RayJobRuntimeEnv:
+        if self.env is not None and self.env_vars is not None:
+            raise ValueError(
+                "runtimeEnv.env and runtimeEnv.env_vars are the same setting: give one of them"
+            )
+        if self.env_vars is not None:
+            self.env, self.env_vars = self.env_vars, None
+        return self
 
 
 class RayJobSpec(BaseModel):
