@@ -50,6 +50,38 @@ class RayUnreachableError(RuntimeError):
         self.error = error
 
 
+class RayAddressError(RayUnreachableError):
+    """The address is not a job API URL at all (``ray://``, a GCS port): said before any call."""
+
+    def __init__(self, address: str, error: str) -> None:
+        RuntimeError.__init__(self, f"{address!r} is not a Ray job API address: {error}")
+        self.address = address
+        self.error = error
+
+
+def job_api_url(address: str) -> str:
+    """``address`` as the job API's base URL; :class:`RayAddressError` when it cannot be one."""
+    url = address.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if scheme.lower() not in ("http", "https"):
+        hint = f"http://{host.rsplit(':', 1)[0]}:8265" if host else "http://HEAD:8265"
+        raise RayAddressError(
+            address,
+            f"{scheme}:// is {'the Ray client' if scheme == 'ray' else 'not HTTP'}; the job API is "
+            f"the dashboard's HTTP port, e.g. {hint}",
+        )
+    if host.endswith((":6379", ":10001")):
+        port = host.rsplit(":", 1)[1]
+        what = "the GCS" if port == "6379" else "the Ray client server"
+        raise RayAddressError(
+            address, f"port {port} is {what}; the job API is on the dashboard port, usually 8265"
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """What Ray reports about one submitted job."""
@@ -91,9 +123,7 @@ class RayJobsClient:
     """Submit, follow and stop jobs on one Ray cluster through its dashboard's job API."""
 
     def __init__(self, address: str, token: str | None = None, timeout: float = 10.0) -> None:
-        self.address = address.rstrip("/")
-        if "://" not in self.address:
-            self.address = f"http://{self.address}"
+        self.address = job_api_url(address)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._http = httpx.AsyncClient(
@@ -204,6 +234,7 @@ class RayJobsClient:
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception): .+")
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 def _zip(files: Mapping[str, bytes]) -> bytes:
@@ -219,6 +250,13 @@ def _zip(files: Mapping[str, bytes]) -> bytes:
 def _short(text: str, limit: int = 500) -> str:
     """A server traceback's last exception line says what went wrong; keep messages short."""
     text = text.strip()
+    if text[:200].lower().lstrip().startswith(("<!doctype html", "<html")):
+        title = _HTML_TITLE.search(text)
+        named = f" titled {' '.join(title.group(1).split())!r}" if title else ""
+        return (
+            f"an HTML page{named}, not the job API's JSON: is this address the Ray dashboard "
+            "(port 8265), and not a proxy or another service?"
+        )
     if text.startswith("Traceback"):
         found = [line for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
         if found:
