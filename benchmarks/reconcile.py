@@ -237,9 +237,13 @@ class RssSampler:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+WORKERS = 3  # per Ray; --workers changes it (the example's 3 by default)
+
+
 def ray_manifest(name: str) -> Obj:
     body: Obj = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"] = {"name": name}
+    body["spec"]["worker"]["replicas"] = WORKERS
     return body
 
 
@@ -309,6 +313,109 @@ def since(t0: float, t: float | None) -> float | None:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 2)
+
+
+# --- unrelated load and restarts ---------------------------------------------------------------
+NOISE_NAMESPACES = 10
+
+
+async def create_noise(kube: Kube, n: int, concurrency: int) -> float:
+    """``n`` Pods and ``n`` ConfigMaps that are none of the operator's business, spread over
+    other namespaces (what a shared cluster holds); returns the seconds it took."""
+    from ray_operator.kube import CONFIGMAP, POD
+
+    t0 = time.monotonic()
+    for i in range(NOISE_NAMESPACES):
+        await create_namespace(kube, f"bench-noise-{i}")
+
+    async def one(item: str) -> None:
+        i = int(item)
+        ns = f"bench-noise-{i % NOISE_NAMESPACES}"
+        labels = {"app": "unrelated", "team": f"t{i % 7}"}
+        await kube.create(CONFIGMAP, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"noise-{i}", "labels": labels},
+            "data": {"settings.yaml": "x" * 512},
+        }, ns)
+        await kube.create(POD, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"noise-{i}", "labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
+                                     "env": [{"name": "N", "value": str(i)}]}]},
+        }, ns)
+
+    await bounded(concurrency, [str(i) for i in range(n)], one)
+    return round(time.monotonic() - t0, 2)
+
+
+async def delete_noise(kube: Kube, timeout: float) -> None:
+    for i in range(NOISE_NAMESPACES):
+        await kube.delete(NAMESPACE, f"bench-noise-{i}")
+    for i in range(NOISE_NAMESPACES):
+        await delete_namespace_wait(kube, f"bench-noise-{i}", timeout)
+
+
+async def delete_namespace_wait(kube: Kube, name: str, timeout: float) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if await kube.get_or_none(NAMESPACE, name) is None:
+            return
+        await asyncio.sleep(1.0)
+
+
+def operator_process(cp: LocalControlPlane, resync_seconds: float) -> OperatorProcess:
+    return OperatorProcess(
+        cp,
+        resync_seconds=resync_seconds,
+        extra_env={
+            "KUBECONFIG": str(cp.kubeconfig_for(OPERATOR_USER)),
+            "RAY_OPERATOR_RAY_IMAGE": DEFAULT_RAY_IMAGE,
+        },
+    )
+
+
+async def restart_phase(
+    cp: LocalControlPlane, n: int, resync_seconds: float, settle_seconds: float
+) -> Obj:
+    """A new operator process over N healthy Rays: time until ready (caches synced, /readyz),
+    what it requests and writes while every Ray is reconciled twice, and its memory then."""
+    audit = AuditLog(cp.audit_log_path, OPERATOR_USER)
+    offset0 = audit.offset()
+    operator = operator_process(cp, resync_seconds)
+    t0 = time.monotonic()
+    operator.start()
+    try:
+        await asyncio.to_thread(operator.wait_ready, 120)
+        ready_s = time.monotonic() - t0
+        assert operator.proc is not None
+        await operator.more_reconciles(2 * n, timeout=max(120.0, n / 2))
+        reconciled_s = time.monotonic() - t0
+        pid = operator.proc.pid
+        c0, w0 = tree_cpu_seconds(pid), time.monotonic()
+        rss = []
+        while time.monotonic() - w0 < settle_seconds:
+            await asyncio.sleep(1.0)
+            rss.append(tree_rss_mb(pid))
+        c1, w1 = tree_cpu_seconds(pid), time.monotonic()
+        await asyncio.sleep(0.5)
+        seen = audit.requests(offset0)
+        writes = {k: v for k, v in seen.items()
+                  if k.split(" ", 1)[0] in ("create", "update", "patch", "delete")}
+        return {
+            "ready_s": round(ready_s, 2),
+            "two_reconciles_of_every_ray_s": round(reconciled_s, 2),
+            "requests": dict(seen.most_common()),
+            "writes": sum(writes.values()),
+            "writes_by_kind": writes,
+            "lists_and_watches_max_per_kind": max(
+                (v for k, v in seen.items() if k.split(" ", 1)[0] in ("list", "watch")), default=0
+            ),
+            "idle_cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 2),
+            "rss_mb_steady": round(rss[-1], 1) if rss else None,
+            "rss_mb_max": round(max(rss), 1) if rss else None,
+        }
+    finally:
+        operator.stop()
 
 
 # --- phases -----------------------------------------------------------------------------------
@@ -381,21 +488,17 @@ async def operator_phase(
     timeout: float,
     steady_seconds: float,
     resync_seconds: float,
+    noise: int = 0,
+    settle_seconds: float = 10.0,
 ) -> Obj:
-    """The operator process reconciles N Rays; then it idles on a steady cluster."""
+    """The operator process reconciles N Rays; then it idles on a steady cluster; then a new
+    operator process starts over them, without and (``noise``) with unrelated load."""
     ns = "bench-operator"
     audit = AuditLog(cp.audit_log_path, OPERATOR_USER)
     await create_namespace(kube, ns)
     runner = await PodRunner(kube.sibling(), namespace=ns).start()
     client = kube.sibling()
-    operator = OperatorProcess(
-        cp,
-        resync_seconds=resync_seconds,
-        extra_env={
-            "KUBECONFIG": str(cp.kubeconfig_for(OPERATOR_USER)),
-            "RAY_OPERATOR_RAY_IMAGE": DEFAULT_RAY_IMAGE,
-        },
-    )
+    operator = operator_process(cp, resync_seconds)
     deployments = Tracker(kube, DEPLOYMENT, ns, {"exists": exists}).start()
     services = Tracker(kube, SERVICE, ns, {"exists": exists}).start()
     rays = Tracker(kube, RAY, ns, {"healthy": ray_healthy}).start()
@@ -405,17 +508,12 @@ async def operator_phase(
         assert operator.proc is not None
         pid = operator.proc.pid
         sampler = RssSampler(pid).start()
-        # Ready when it watches Rays, Deployments and Services (its caches are then filled).
+        # Ready when its caches are synced (its own /readyz).
         started = time.monotonic()
-        while time.monotonic() - started < 60:
-            seen = audit.requests(0)
-            if all(f"watch {r}" in seen for r in ("rays", "deployments", "services")):
-                break
-            if operator.proc.poll() is not None:
-                raise RuntimeError(f"the operator exited: {operator.logs()[-2000:]}")
-            await asyncio.sleep(0.2)
+        start_offset = audit.offset()
+        await asyncio.to_thread(operator.wait_ready, 60)
         startup_s = time.monotonic() - started
-        startup_requests = audit.requests(0)
+        startup_requests = audit.requests(start_offset)
         await asyncio.sleep(1.0)
         rss_idle_empty = tree_rss_mb(pid)
 
@@ -454,7 +552,18 @@ async def operator_phase(
         steady_requests = audit.requests(offset1, offset2)
         create_total = sum(create_requests.values())
         steady_total = sum(steady_requests.values())
+        operator.stop()
+        print("restart over the healthy Rays ...", flush=True)
+        restarts: Obj = {"quiet": await restart_phase(cp, n, resync_seconds, settle_seconds)}
+        if noise:
+            print(f"unrelated load: {noise} Pods and {noise} ConfigMaps elsewhere ...", flush=True)
+            noise_s = await create_noise(kube.sibling(), noise, concurrency)
+            restarts["noise"] = await restart_phase(cp, n, resync_seconds, settle_seconds)
+            restarts["noise"]["noise_create_s"] = noise_s
+            quiet_rss, noisy_rss = (restarts[k]["rss_mb_steady"] for k in ("quiet", "noise"))
+            restarts["rss_noise_over_quiet"] = ratio(noisy_rss, quiet_rss)
         return {
+            "restart": restarts,
             "startup_s": round(startup_s, 2),
             "startup_requests": sum(startup_requests.values()),
             "create_calls_s": round(created_s, 2),
@@ -485,6 +594,10 @@ async def operator_phase(
         for tracker in (deployments, services, rays):
             await tracker.stop()
         operator.stop()
+        if noise:
+            await delete_noise(kube, timeout)
+        # Gone (with the pod runner still confirming pod deletions) before another run.
+        await delete_namespace(kube, ns, timeout)
         await runner.stop()
         shutil.rmtree(runner.workdir, ignore_errors=True)
 
@@ -498,12 +611,22 @@ async def run(args: argparse.Namespace) -> Obj:
         kube = await Kube.connect(str(cp.kubeconfig))
         try:
             await install_crds(kube, all_crds())
-            print(f"floor: {n} Rays and their children, created by a script ...", flush=True)
-            floor = await floor_phase(cp, kube, n, args.concurrency, timeout)
-            print(f"operator: {n} Rays through the operator ...", flush=True)
-            op = await operator_phase(
-                cp, kube, n, args.concurrency, timeout, args.steady_seconds, args.resync_seconds
-            )
+            runs: list[Obj] = []
+            for index in range(args.runs):
+                print(f"run {index + 1} of {args.runs}", flush=True)
+                print(f"floor: {n} Rays and their children, created by a script ...", flush=True)
+                floor = await floor_phase(cp, kube, n, args.concurrency, timeout)
+                print(f"operator: {n} Rays through the operator ...", flush=True)
+                op = await operator_phase(
+                    cp, kube, n, args.concurrency, timeout, args.steady_seconds,
+                    args.resync_seconds, args.noise, args.settle_seconds,
+                )
+                runs.append({"floor": floor, "operator": op, "ratios": {
+                    "time_to_children": ratio(op["time_to_children_s"],
+                                              floor["time_to_children_s"]),
+                    "time_to_healthy_vs_available": ratio(op["time_to_healthy_s"],
+                                                          floor["time_to_available_s"]),
+                }})
         finally:
             await kube.close()
     finally:
@@ -523,19 +646,44 @@ async def run(args: argparse.Namespace) -> Obj:
             "kube_apiserver": f"{KUBE_VERSION} (local, etcd on tmpfs)",
         },
         "count": n,
-        "children_per_ray": "head Deployment (1 pod), worker Deployment (3 pods), head Service",
+        "noise": args.noise,
+        "children_per_ray": (
+            f"head Deployment (1 pod), worker Deployment ({WORKERS} pods), head Service"
+        ),
         "concurrency": args.concurrency,
         "resync_seconds": args.resync_seconds,
-        "floor": floor,
-        "operator": op,
-        "ratios": {
-            "time_to_children": ratio(op["time_to_children_s"], floor["time_to_children_s"]),
-            "time_to_healthy_vs_available": ratio(
-                op["time_to_healthy_s"], floor["time_to_available_s"]
-            ),
-        },
+        "runs": runs,
+        "spread": spread(runs),
+        **median_run(runs),
         "targets": TARGETS,
     }
+
+
+def spread(runs: list[Obj]) -> Obj:
+    """Median, minimum and maximum of the figures that move from run to run."""
+    picks: dict[str, Callable[[Obj], float | None]] = {
+        "ratio_time_to_children": lambda r: r["ratios"]["time_to_children"],
+        "ratio_time_to_healthy": lambda r: r["ratios"]["time_to_healthy_vs_available"],
+        "floor_time_to_children_s": lambda r: r["floor"]["time_to_children_s"],
+        "operator_time_to_children_s": lambda r: r["operator"]["time_to_children_s"],
+        "restart_ready_s": lambda r: r["operator"]["restart"]["quiet"]["ready_s"],
+        "idle_cpu_percent": lambda r: r["operator"]["idle_cpu_percent"],
+        "rss_mb_peak": lambda r: r["operator"]["rss_mb_peak"],
+    }
+    out: Obj = {}
+    for name, pick in picks.items():
+        values = sorted(v for v in (pick(r) for r in runs) if v is not None)
+        if values:
+            out[name] = {"median": values[len(values) // 2], "min": values[0],
+                         "max": values[-1], "values": values}
+    return out
+
+
+def median_run(runs: list[Obj]) -> Obj:
+    """The run whose time-to-children ratio is the median: the one the table shows."""
+    ordered = sorted(runs, key=lambda r: r["ratios"]["time_to_children"] or 0.0)
+    chosen = ordered[len(ordered) // 2]
+    return {"floor": chosen["floor"], "operator": chosen["operator"], "ratios": chosen["ratios"]}
 
 
 def verdicts(r: Obj) -> dict[str, bool | None]:
@@ -544,19 +692,35 @@ def verdicts(r: Obj) -> dict[str, bool | None]:
     def under(value: float | None, limit: float) -> bool | None:
         return None if value is None else value <= limit
 
-    return {
+    restart = op["restart"]["quiet"]
+    found: dict[str, bool | None] = {
         "time_to_children within 1.5x": under(ratios["time_to_children"], 1.5),
         "time_to_healthy within 1.5x": under(ratios["time_to_healthy_vs_available"], 1.5),
         "RSS (peak) under 150 MB": under(op["rss_mb_peak"], 150.0),
         "idle CPU under 2%": under(op["idle_cpu_percent"], 2.0),
+        "restart: ready under 15 s": under(restart["ready_s"], 15.0),
+        "restart: 0 writes": restart["writes"] == 0,
     }
+    if r["count"] >= 1000:
+        found["1,000: time_to_children within 1.3x"] = under(ratios["time_to_children"], 1.3)
+        found["1,000: time_to_healthy within 1.1x"] = under(
+            ratios["time_to_healthy_vs_available"], 1.1
+        )
+        found["1,000: idle CPU under 1%"] = under(op["idle_cpu_percent"], 1.0)
+    noisy = op["restart"].get("noise")
+    if noisy:
+        found["noise: RSS under 250 MB"] = under(noisy["rss_mb_steady"], 250.0)
+        over_quiet = op["restart"]["rss_noise_over_quiet"]
+        found["noise: RSS within 10% of no noise"] = under(over_quiet, 1.1)
+        found["noise: restart writes 0"] = noisy["writes"] == 0
+    return found
 
 
 def print_table(r: Obj) -> None:
     f, op, ratios = r["floor"], r["operator"], r["ratios"]
     m = r["machine"]
     rows = [
-        ("Rays (1 head + 3 workers each)", r["count"], ""),
+        (f"Rays (1 head + {WORKERS} workers each)", r["count"], ""),
         ("time to all children (s)", f["time_to_children_s"], op["time_to_children_s"]),
         (
             "children lag per Ray p50/p95 (s)",
@@ -583,6 +747,17 @@ def print_table(r: Obj) -> None:
     print(f"\nmachine: {m['cores']} cores, {m['ram_gib']} GiB, Python {m['python']}")
     print(f"operator create-phase requests: {op['create_phase_requests_by_kind']}")
     print(f"operator steady-phase requests: {op['steady_requests_by_kind']}")
+    for label, restart in op["restart"].items():
+        if not isinstance(restart, dict):
+            continue
+        print(
+            f"restart ({label}): ready {restart['ready_s']} s, every Ray reconciled twice by "
+            f"{restart['two_reconciles_of_every_ray_s']} s, {restart['writes']} writes, at most "
+            f"{restart['lists_and_watches_max_per_kind']} list/watch per kind, RSS "
+            f"{restart['rss_mb_steady']} MB, idle CPU {restart['idle_cpu_percent']} %"
+        )
+    for name, values in r["spread"].items():
+        print(f"spread {name}: median {values['median']}, {values['min']} to {values['max']}")
     for name, ok in r["targets_met"].items():
         print(f"target {name}: {'met' if ok else 'MISSED' if ok is False else 'not measured'}")
 
@@ -607,7 +782,19 @@ def main() -> None:
         help="the operator's resync period (short, so the steady window includes resyncs)",
     )
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and audit log")
+    parser.add_argument("--workers", type=int, default=3, help="worker pods per Ray (default 3)")
+    parser.add_argument(
+        "--noise", type=int, default=0,
+        help="unrelated Pods and as many ConfigMaps in other namespaces for the second restart",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="runs in one control plane; median")
+    parser.add_argument(
+        "--settle-seconds", type=float, default=10.0,
+        help="after a restart's reconciles: the window its CPU and RSS are sampled in",
+    )
     args = parser.parse_args()
+    global WORKERS
+    WORKERS = args.workers
     # SIGTERM ends the run like Ctrl-C: every finally block stops what it started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(run(args))
