@@ -201,8 +201,14 @@ async def rayjob_lifecycle(
         await until("RayJob deleted", deleted, op)
     finally:
         await finish(proc, 60)
-    (job,) = await ray_jobs(ray_head.address, name)
-    assert job.status == "STOPPED"
+
+    async def stopped() -> bool | None:
+        # Ray acknowledges the stop at once and ends the driver a moment later.
+        (job,) = await ray_jobs(ray_head.address, name)
+        assert job.status in ("RUNNING", "STOPPED"), job
+        return True if job.status == "STOPPED" else None
+
+    await until("the Ray job STOPPED", stopped, op)
 
 
 async def start_late_pipeline(kube: Kube, ns: str) -> None:
