@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray_operator.kube import CONFIGMAP, SECRET, Kube
+from ray_operator.kube import CONFIGMAP, ENDPOINTS, SECRET, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_env import container_argv, container_env
 from ray_operator.localkube.service_account import (
@@ -52,9 +53,17 @@ async def _namespace_data(kube: Kube, namespace: str) -> dict[tuple[str, str], d
 
 
 async def start_pod(
-    kube: Kube, control_plane: LocalControlPlane, pod: Obj, workdir: Path
+    kube: Kube,
+    control_plane: LocalControlPlane,
+    pod: Obj,
+    workdir: Path,
+    hosts: Path | None = None,
 ) -> subprocess.Popen[str]:
-    """Start the Pod's single container as a local process (stdout and stderr merged)."""
+    """Start the Pod's single container as a local process (stdout and stderr merged).
+
+    ``hosts``: an ``/etc/hosts`` for the process (Service names of the cluster: there is no
+    cluster DNS), bind-mounted in its mount namespace.
+    """
     namespace = pod["metadata"]["namespace"]
     (container,) = pod["spec"]["containers"]
     objects = await _namespace_data(kube, namespace)
@@ -96,6 +105,9 @@ async def start_pod(
     argv = container_argv(container, env)
     if argv[0] == "python":  # the image's python is this test's interpreter
         argv[0] = sys.executable
+    if hosts is not None:
+        argv = ["sh", "-c", f'mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec "$@"',
+                "sh", *argv]
     # Only what a process needs to start (PATH, HOME) from the test's own environment.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     return subprocess.Popen(
@@ -124,3 +136,18 @@ async def run_pod(
 ) -> RunnerResult:
     """Run the Pod's container to its end."""
     return await finish(await start_pod(kube, control_plane, pod, workdir), timeout)
+
+
+async def service_hosts(kube: Kube, namespace: str) -> str:
+    """An ``/etc/hosts`` naming each Service of ``namespace`` (all its DNS forms) with the
+    address of its first ready endpoint, as cluster DNS would resolve it."""
+    lines = ["127.0.0.1 localhost"]
+    for endpoints in await kube.list(ENDPOINTS, namespace):
+        addresses = [a["ip"] for subset in endpoints.get("subsets") or []
+                     for a in subset.get("addresses") or []]
+        if addresses:
+            name = endpoints["metadata"]["name"]
+            forms = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
+                     f"{name}.{namespace}.svc.cluster.local"]
+            lines.append(" ".join([addresses[0], *forms]))
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from ray_operator.api.constants import DEFAULT_RAY_IMAGE, ROLE_HEAD, ROLE_WORKER
 
 DEFAULT_RUNNER_IMAGE = "ray-operator:latest"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Where a pod finds its own namespace (the service account volume every pod gets).
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -34,6 +35,8 @@ class Settings:
     kubeconfig: str | None = None
     context: str | None = None
     runner_image: str = DEFAULT_RUNNER_IMAGE
+    # Secrets runner Pods pull their image with (a RayJob's runnerTemplate may give others).
+    runner_pull_secrets: tuple[str, ...] = field(default_factory=tuple)
     # Default head/worker templates of new clusters instead of the built-in ones (from a file).
     default_templates: dict[str, Any] | None = None
     metrics_port: int = 8080
@@ -76,6 +79,7 @@ class Settings:
             kubeconfig=env.get("KUBECONFIG") or None,
             context=env.get("RAY_OPERATOR_CONTEXT") or None,
             runner_image=env.get("RAY_OPERATOR_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
+            runner_pull_secrets=_names(env, "RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS"),
             default_templates=(
                 load_default_templates(Path(templates_file), ray_image) if templates_file else None
             ),
@@ -87,6 +91,18 @@ class Settings:
             leader_election_id=env.get("RAY_OPERATOR_LEADER_ELECTION_ID") or "ray-operator",
             leader_election_identity=env.get("RAY_OPERATOR_LEADER_ELECTION_IDENTITY") or None,
         )
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of object names (Secrets): DNS subdomains."""
+    found = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    for item in found:
+        if not _DNS_SUBDOMAIN.match(item) or len(item) > 253:
+            raise SettingsError(
+                f"{name}: {item!r} is not a Secret name (lower-case letters, digits, '-' and "
+                "'.'); give names separated by ','"
+            )
+    return found
 
 
 def _number(

@@ -304,3 +304,10 @@ def test_notes_name_the_namespace_to_apply_the_example_in() -> None:
     assert "kubectl apply -n team-a -f examples/ray-simple.yaml" in text
     (text,) = [v for k, v in cluster_wide.items() if k.endswith("NOTES.txt")]
     assert "kubectl apply -f examples/ray-simple.yaml" in text and "every namespace" in text
+
+
+def test_runner_pods_pull_with_the_chart_s_image_pull_secrets() -> None:
+    """The runner image is the operator's by default: the same Secrets pull it."""
+    objs = render({"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]})
+    assert env_of(objs)["RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert "RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS" not in env_of(render())

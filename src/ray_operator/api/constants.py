@@ -16,6 +16,8 @@ FIELD_MANAGER: Final = "ray-operator"
 LABEL_CLUSTER: Final = f"{GROUP}/cluster"
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+# On every child of a RayJob: the RayJob's name.
+LABEL_RAYJOB: Final = f"{GROUP}/rayjob"
 MANAGED_BY: Final = "ray-operator"
 ROLE_HEAD: Final = "head"
 ROLE_WORKER: Final = "worker"

@@ -42,6 +42,57 @@ class RayJobRuntimeEnv(BaseModel):
         return self
 
 
+class RunnerContainer(BaseModel):
+    """What may be given for the runner's container (named ``runner``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["runner"] = Field(description="The runner's container: 'runner'.")
+    resources: dict[str, Any] | None = Field(
+        default=None, description="Requests and limits, instead of the runner's defaults."
+    )
+    env: list[dict[str, Any]] | None = Field(default=None, description="More environment.")
+    volumeMounts: list[dict[str, Any]] | None = Field(  # noqa: N815
+        default=None, description="Mounts of spec.runnerTemplate.spec.volumes."
+    )
+
+
+class RunnerPodSpec(BaseModel):
+    """The parts of the runner Pod's spec a user may shape (placement, volumes, pull secrets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodeSelector: dict[str, str] | None = Field(default=None, description="Node labels.")  # noqa: N815
+    tolerations: list[dict[str, Any]] | None = Field(default=None, description="Tolerations.")
+    affinity: dict[str, Any] | None = Field(default=None, description="Affinity.")
+    priorityClassName: str | None = Field(default=None, description="Priority class.")  # noqa: N815
+    imagePullSecrets: list[dict[str, Any]] | None = Field(  # noqa: N815
+        default=None, description="Secrets to pull the runner image with."
+    )
+    volumes: list[dict[str, Any]] | None = Field(default=None, description="More volumes.")
+    containers: list[RunnerContainer] | None = Field(
+        default=None, max_length=1, description="At most the runner container, to shape it."
+    )
+
+
+class RunnerPodMetadata(BaseModel):
+    """Labels and annotations added to the runner Pod."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class RunnerTemplate(BaseModel):
+    """A partial pod template merged into the runner Pod; what the runner needs is not in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: RunnerPodMetadata | None = None
+    spec: RunnerPodSpec | None = None
+
+
 class RayJobSpec(BaseModel):
     """Desired job: where it runs, what it runs, where its logs go."""
 
@@ -73,6 +124,20 @@ class RayJobSpec(BaseModel):
     )
     tokenSecretName: str | None = Field(  # noqa: N815
         default=None, description="Secret with key 'token' for Ray's token authentication."
+    )
+    serviceAccountName: str | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "Run the runner as this existing ServiceAccount (IRSA, Pod Identity); the per-job "
+            "Role is bound to it. Empty: a ServiceAccount of the job's own."
+        ),
+    )
+    runnerTemplate: RunnerTemplate | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "Labels, annotations, placement, pull secrets, volumes, resources and env for the "
+            "runner Pod."
+        ),
     )
 
     def target_error(self) -> str | None:

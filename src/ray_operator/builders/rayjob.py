@@ -8,18 +8,19 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, LABEL_RAYJOB, MANAGED_BY
 from ray_operator.api.jobdata import KEY_ID, STATUS_JOB, STATUS_START_TIME, STATUS_SUBMIT_TIME
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.rayjob_status import MIRRORED, job_address
 
 Obj = dict[str, Any]
 
-LABEL_RAYJOB: Final = "ray.kubeflow.org/rayjob"
 S3_MOUNT: Final = "/etc/ray-job/s3"
 TOKEN_MOUNT: Final = "/etc/ray-job/ray"
 # The user and group of the project's image (Dockerfile: useradd --uid 10001).
 RUNNER_UID: Final = 10001
+# Beyond a job's activeDeadlineSeconds, for the runner to stop the job and upload its log.
+UPLOAD_MARGIN_SECONDS: Final = 300
 
 
 def child_name(job: str) -> str:
@@ -105,8 +106,13 @@ def build_role(job: str, uid: str) -> Obj:
     }
 
 
-def build_role_binding(job: str, uid: str, namespace: str) -> Obj:
-    """Bind the Role to the runner's ServiceAccount."""
+def runner_account(job: str, spec: RayJobSpec) -> str:
+    """The ServiceAccount the runner runs as: the user's (IRSA) or the job's own."""
+    return spec.serviceAccountName or child_name(job)
+
+
+def build_role_binding(job: str, uid: str, namespace: str, account: str | None = None) -> Obj:
+    """Bind the Role to the runner's ServiceAccount (``account``: an existing one)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -116,11 +122,15 @@ def build_role_binding(job: str, uid: str, namespace: str) -> Obj:
             "kind": "Role",
             "name": child_name(job),
         },
-        "subjects": [{"kind": "ServiceAccount", "name": child_name(job), "namespace": namespace}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": account or child_name(job), "namespace": namespace}
+        ],
     }
 
 
-def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
+def build_runner_pod(
+    job: str, uid: str, spec: RayJobSpec, image: str, pull_secrets: tuple[str, ...] = ()
+) -> Obj:
     """The Pod that runs ``python -m ray_operator.jobs`` for this job.
 
     ``restartPolicy: Never``: its exit code is the job's result (1 must not crash-loop); a runner
@@ -159,12 +169,12 @@ def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
     }
     if mounts:
         container["volumeMounts"] = mounts
-    return {
+    pod: Obj = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": _meta(job, uid),
         "spec": {
-            "serviceAccountName": name,
+            "serviceAccountName": runner_account(job, spec),
             "restartPolicy": "Never",
             # Pod Security "restricted": the project image's numeric user (its Dockerfile), so
             # that a kubelet can verify runAsNonRoot without reading the image's /etc/passwd.
@@ -178,6 +188,46 @@ def build_runner_pod(job: str, uid: str, spec: RayJobSpec, image: str) -> Obj:
             "volumes": volumes,
         },
     }
+    if pull_secrets:
+        pod["spec"]["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
+    if spec.activeDeadlineSeconds:
+        # The job's deadline, plus time for the runner to stop it and upload its log: a runner
+        # stuck Pending or pulling its image still ends, and the RayJob says why.
+        pod["spec"]["activeDeadlineSeconds"] = spec.activeDeadlineSeconds + UPLOAD_MARGIN_SECONDS
+    if spec.runnerTemplate is not None:
+        _merge_template(pod, spec)
+    return pod
+
+
+def _merge_template(pod: Obj, spec: RayJobSpec) -> None:
+    """Add the user's runnerTemplate (checked by ``check_spec``: nothing of the runner's own)."""
+    template = spec.runnerTemplate
+    assert template is not None
+    if template.metadata is not None:
+        meta = pod["metadata"]
+        if template.metadata.labels:
+            meta["labels"] = {**template.metadata.labels, **meta["labels"]}
+        if template.metadata.annotations:
+            meta["annotations"] = dict(template.metadata.annotations)
+    given = template.spec
+    if given is None:
+        return
+    pod_spec = pod["spec"]
+    for field in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
+                  "imagePullSecrets"):
+        value = getattr(given, field)
+        if value is not None:
+            pod_spec[field] = value
+    if given.volumes:
+        pod_spec["volumes"] = [*pod_spec["volumes"], *given.volumes]
+    for shaped in given.containers or []:
+        (container,) = pod_spec["containers"]
+        if shaped.resources is not None:
+            container["resources"] = shaped.resources
+        if shaped.env:
+            container["env"] = [*container["env"], *shaped.env]
+        if shaped.volumeMounts:
+            container["volumeMounts"] = [*container.get("volumeMounts", []), *shaped.volumeMounts]
 
 
 def build_rayjob_children(
@@ -188,6 +238,7 @@ def build_rayjob_children(
     runner_image: str,
     submission_id: str | None,
     status: Obj,
+    pull_secrets: tuple[str, ...] = (),
 ) -> list[Obj]:
     """Every child of a RayJob, in the order they are created (the Pod last).
 
@@ -203,10 +254,11 @@ def build_rayjob_children(
         for cm_key in (STATUS_JOB, STATUS_SUBMIT_TIME, STATUS_START_TIME):
             if status.get(MIRRORED[cm_key]):
                 configmap["data"][cm_key] = str(status[MIRRORED[cm_key]])
+    account = [] if spec.serviceAccountName else [build_service_account(job, uid)]
     return [
-        build_service_account(job, uid),
+        *account,
         build_role(job, uid),
-        build_role_binding(job, uid, namespace),
+        build_role_binding(job, uid, namespace, runner_account(job, spec)),
         configmap,
-        build_runner_pod(job, uid, spec, runner_image),
+        build_runner_pod(job, uid, spec, runner_image, pull_secrets),
     ]

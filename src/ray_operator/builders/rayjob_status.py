@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ray_operator.api.constants import PORT_DASHBOARD
+from ray_operator.api.constants import LABEL_MANAGED_BY, LABEL_RAYJOB, PORT_DASHBOARD
 from ray_operator.api.jobdata import (
     KEY_ID,
     STATUS_END_TIME,
@@ -62,10 +62,18 @@ def check_spec(raw: Any) -> SpecCheck:
     try:
         spec = RayJobSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"spec.{'.'.join(str(p) for p in err['loc'])}={err.get('input')!r}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        problems = []
+        for err in exc.errors():
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            message = err["msg"]
+            if err["type"] == "extra_forbidden" and "runnerTemplate" in where:
+                message = (
+                    "not accepted: the operator sets it, or it is not the runner's to have "
+                    "(runnerTemplate takes metadata.labels and .annotations, spec.nodeSelector, "
+                    ".tolerations, .affinity, .priorityClassName, .imagePullSecrets, .volumes and "
+                    "the 'runner' container's resources, env and volumeMounts)"
+                )
+            problems.append(f"spec{where}={err.get('input')!r}: {message}")
         return SpecCheck(None, "; ".join(problems))
     error = spec.target_error()
     if error is None and spec.address and not _URL.match(spec.address):
@@ -87,7 +95,64 @@ def check_spec(raw: Any) -> SpecCheck:
                 f"spec.uploadFiles={relative!r}: list absolute paths of files the runner can read "
                 "(e.g. on a volume shared with the Ray cluster)"
             )
+    if error is None and spec.serviceAccountName is not None:
+        if not _DNS_SUBDOMAIN.match(spec.serviceAccountName):
+            error = (
+                f"spec.serviceAccountName={spec.serviceAccountName!r}: the name of a "
+                "ServiceAccount in this namespace (lower-case letters, digits, '-' and '.')"
+            )
+    if error is None and spec.runnerTemplate is not None:
+        error = _runner_template_error(spec)
     return SpecCheck(None if error else spec, error)
+
+
+# What the runner Pod needs and a runnerTemplate may not touch.
+RESERVED_ENV_PREFIX: Final = "RAY_JOB_"
+RESERVED_VOLUMES: Final = frozenset({"s3", "ray-token"})
+RESERVED_MOUNT_PREFIXES: Final = ("/etc/ray-job", "/var/run/secrets/kubernetes.io")
+_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN: Final = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+def _runner_template_error(spec: RayJobSpec) -> str | None:
+    template = spec.runnerTemplate
+    assert template is not None
+    where = "spec.runnerTemplate"
+    for key in (template.metadata.labels or {}) if template.metadata else {}:
+        if key in (LABEL_MANAGED_BY, LABEL_RAYJOB):
+            return f"{where}.metadata.labels[{key!r}]: set by the operator; use another label"
+    pod = template.spec
+    if pod is None:
+        return None
+    volumes = {str(v.get("name")) for v in pod.volumes or []}
+    for index, volume in enumerate(pod.volumes or []):
+        if volume.get("name") in RESERVED_VOLUMES:
+            return (
+                f"{where}.spec.volumes[{index}].name={volume.get('name')!r}: the runner's own "
+                f"volume name; use another ({', '.join(sorted(RESERVED_VOLUMES))} are taken)"
+            )
+    for container in pod.containers or []:
+        cwhere = f"{where}.spec.containers[0]"
+        for index, item in enumerate(container.env or []):
+            name = str(item.get("name", ""))
+            if name.startswith(RESERVED_ENV_PREFIX):
+                return (
+                    f"{cwhere}.env[{index}].name={name!r}: the runner's own setting; variables "
+                    f"starting with {RESERVED_ENV_PREFIX} are set by the operator"
+                )
+        for index, mount in enumerate(container.volumeMounts or []):
+            path = str(mount.get("mountPath", ""))
+            if path.startswith(RESERVED_MOUNT_PREFIXES):
+                return (
+                    f"{cwhere}.volumeMounts[{index}].mountPath={path!r}: the runner's own mounts "
+                    f"are there; mount elsewhere"
+                )
+            if mount.get("name") not in volumes:
+                return (
+                    f"{cwhere}.volumeMounts[{index}].name={mount.get('name')!r}: no such volume "
+                    f"in {where}.spec.volumes ({', '.join(sorted(volumes)) or 'none given'})"
+                )
+    return None
 
 
 def job_address(spec: RayJobSpec, namespace: str) -> str:
@@ -166,3 +231,35 @@ def status_patch(previous: Obj | None, new: Obj) -> Obj | None:
     patch: Obj = {k: None for k in old if k not in new}
     patch.update({k: v for k, v in new.items() if old.get(k) != v})
     return patch
+
+
+# Why a kubelet keeps a container from starting; each needs someone to act (BackOff retries).
+_STUCK_REASONS: Final = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+    "CreateContainerError", "RunContainerError", "ErrImageNeverPull",
+})
+
+
+def runner_start_problem(pod: Obj | None) -> str | None:
+    """Why the runner Pod cannot start, in Kubernetes' own words; None when it can or did."""
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return None
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    name = pod["metadata"]["name"]
+    for item in [*(status.get("initContainerStatuses") or []),
+                 *(status.get("containerStatuses") or [])]:
+        waiting = (item.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _STUCK_REASONS:
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+            return f"the runner pod {name} cannot start: {waiting['reason']}{detail}"
+    for condition in status.get("conditions") or []:
+        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"):
+            return (
+                f"the runner pod {name} cannot be scheduled: {condition.get('message', '')}"
+                " (spec.runnerTemplate.spec.nodeSelector, tolerations, affinity and resources "
+                "decide where it may run)"
+            )
+    return None

@@ -47,7 +47,7 @@ def render_ray(doc: Obj, ray_image: str, templates: dict[str, Obj] | None) -> li
     return build_children(plan)
 
 
-def render_rayjob(doc: Obj, runner_image: str) -> list[Obj]:
+def render_rayjob(doc: Obj, runner_image: str, pull_secrets: tuple[str, ...] = ()) -> list[Obj]:
     """The children of one ``RayJob``."""
     checked = check_spec(doc.get("spec"))
     if checked.spec is None:
@@ -55,7 +55,8 @@ def render_rayjob(doc: Obj, runner_image: str) -> list[Obj]:
     meta = doc.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
     children = build_rayjob_children(
-        meta.get("name", ""), meta.get("uid", ""), namespace, checked.spec, runner_image, None, {}
+        meta.get("name", ""), meta.get("uid", ""), namespace, checked.spec, runner_image, None, {},
+        pull_secrets,
     )
     for child in children:
         child["metadata"]["namespace"] = namespace
@@ -93,7 +94,9 @@ def render(
                 if kind == "Ray":
                     out.extend(render_ray(doc, settings.ray_image, settings.default_templates))
                 elif kind == "RayJob":
-                    out.extend(render_rayjob(doc, settings.runner_image))
+                    out.extend(render_rayjob(
+                        doc, settings.runner_image, settings.runner_pull_secrets
+                    ))
             except RenderError as exc:
                 typer.echo(f"{path}: {kind}/{name}: error: {exc}", err=True)
                 failed = True

@@ -12,8 +12,8 @@ import socket
 import httpx
 
 from ray_operator import __version__
+from ray_operator.api.constants import LABEL_RAYJOB
 from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
-from ray_operator.builders.rayjob import LABEL_RAYJOB
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
 from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
 from ray_operator.controllers.raypipeline import PipelineController

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ray_operator.api.constants import REASON_CREATED, REASON_FAILED_CREATE, REASON_INVALID_SPEC
+from ray_operator.api.constants import (
+    LABEL_RAYJOB,
+    REASON_CREATED,
+    REASON_FAILED_CREATE,
+    REASON_INVALID_SPEC,
+)
 from ray_operator.api.jobdata import (
     KEY_ADDRESS,
     KEY_ID,
@@ -25,7 +30,7 @@ from ray_operator.api.jobdata import (
 )
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.drift import controller_name, controller_uid
-from ray_operator.builders.rayjob import LABEL_RAYJOB, build_rayjob_children, child_name
+from ray_operator.builders.rayjob import build_rayjob_children, child_name
 from ray_operator.builders.rayjob_status import (
     RUNNER_RESTARTS,
     check_spec,
@@ -33,6 +38,7 @@ from ray_operator.builders.rayjob_status import (
     is_terminal,
     job_address,
     ray_not_ready,
+    runner_start_problem,
     status_patch,
 )
 from ray_operator.jobs.ray_api import (
@@ -70,6 +76,7 @@ REASON_RUNNER_RESTARTED: Final = "RunnerRestarted"
 REASON_STOPPED: Final = "StoppedJob"
 REASON_FAILED_STOP: Final = "FailedStop"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
+REASON_RUNNER_NOT_STARTED: Final = "RunnerNotStarted"
 # The children of RayJobs carry this label: the watches ask the apiserver for those only.
 CHILD_SELECTOR: Final = LABEL_RAYJOB
 # How long a deleted RayJob waits for its Ray job to be stopped before letting go anyway
@@ -226,6 +233,11 @@ class RayJobController:
             note, reason = failure
         else:
             note, reason, restarts = await self._replace_ended_runner(body, spec, data, restarts)
+        if note is None:
+            stuck = runner_start_problem(self._child("Pod", ns, name))
+            if stuck is not None:
+                note, reason = stuck, REASON_RUNNER_NOT_STARTED
+                self.events.emit_once(body, "Warning", REASON_RUNNER_NOT_STARTED, stuck)
         status = compute_rayjob_status(
             body.get("status"), data, submission_id, note=note, note_reason=reason
         )
@@ -288,6 +300,7 @@ class RayJobController:
             self.settings.runner_image,
             submission_id,
             body.get("status") or {},
+            self.settings.runner_pull_secrets,
         )
 
     async def _ensure_children(

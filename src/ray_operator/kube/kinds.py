@@ -36,6 +36,8 @@ SECRET: Final = Kind("v1", "secrets", "Secret")
 EVENT: Final = Kind("v1", "events", "Event")
 NAMESPACE: Final = Kind("v1", "namespaces", "Namespace", namespaced=False)
 NODE: Final = Kind("v1", "nodes", "Node", namespaced=False)
+PERSISTENT_VOLUME: Final = Kind("v1", "persistentvolumes", "PersistentVolume", namespaced=False)
+PERSISTENT_VOLUME_CLAIM: Final = Kind("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 SERVICE_ACCOUNT: Final = Kind("v1", "serviceaccounts", "ServiceAccount")
 ROLE: Final = Kind("rbac.authorization.k8s.io/v1", "roles", "Role")
 ROLE_BINDING: Final = Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
@@ -55,6 +57,8 @@ KINDS_BY_NAME: Final = {
         SERVICE,
         ENDPOINTS,
         POD,
+        PERSISTENT_VOLUME,
+        PERSISTENT_VOLUME_CLAIM,
         CONFIGMAP,
         SECRET,
         EVENT,

@@ -9,7 +9,10 @@ Two modes:
   not a mount over ``/tmp``, which may hold the project itself). The image is not pulled:
   commands run with this machine's programs (``ray`` from the active virtualenv). A pod is
   Ready when its containers' readiness probes (httpGet, tcpSocket) pass; a container that exits
-  is restarted with a back-off; the processes end when the pod goes.
+  is restarted with a back-off; the processes end when the pod goes. Volumes of kind
+  ``emptyDir``, ``hostPath`` and ``persistentVolumeClaim`` (bound to a ``hostPath`` or ``local``
+  PersistentVolume) are bind-mounted at each ``volumeMount`` (``subPath``, ``readOnly``) in the
+  container's mount namespace; until a claim is bound the pod waits in ``ContainerCreating``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,18 @@ from typing import Any
 import httpx
 
 from ray_operator.api.constants import LABEL_CLUSTER
-from ray_operator.kube import CONFIGMAP, ENDPOINTS, NODE, POD, SECRET, SERVICE, Kube, KubeError
+from ray_operator.kube import (
+    CONFIGMAP,
+    ENDPOINTS,
+    NODE,
+    PERSISTENT_VOLUME,
+    PERSISTENT_VOLUME_CLAIM,
+    POD,
+    SECRET,
+    SERVICE,
+    Kube,
+    KubeError,
+)
 from ray_operator.localkube.pod_env import (
     container_argv,
     container_env,
@@ -52,6 +66,10 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class VolumeNotReadyError(Exception):
+    """A volume the pod needs cannot be mounted yet (a claim not bound); the kubelet retries."""
+
+
 @dataclass
 class LocalPod:
     """One pod this runner looks after."""
@@ -66,6 +84,7 @@ class LocalPod:
     restarts: dict[str, int] = field(default_factory=dict)
     ready: bool = False
     task: asyncio.Task[None] | None = None
+    volumes: dict[str, Path] = field(default_factory=dict)  # volume name -> directory here
 
 
 class PodRunner:
@@ -210,6 +229,7 @@ class PodRunner:
             local.tmpdir = Path(tempfile.mkdtemp(prefix="rp", dir="/var/tmp"))
             await self._refresh_hosts()
             await self._write_status(local, pod, ready=False)
+            local.volumes = await self._mountable_volumes(local, pod)
             await self._supervise(local, pod)
         except asyncio.CancelledError:
             raise
@@ -275,7 +295,11 @@ class PodRunner:
             full_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
         # The processes run as root, whatever runAsUser says: the project's interpreter lives
         # where only root may read it (the checked-out virtualenv under root's home).
-        setup = f'mount --bind {shlex.quote(str(hosts))} /etc/hosts && cd "$HOME" && exec "$@"'
+        mounts = " && ".join(
+            [f"mount --bind {shlex.quote(str(hosts))} /etc/hosts",
+             *_mount_commands(container, local.volumes)]
+        )
+        setup = f'{mounts} && cd "$HOME" && exec "$@"'
         log_file = open(local.workdir / f"{container['name']}.log", "ab")  # noqa: SIM115
         return subprocess.Popen(
             [
@@ -298,6 +322,69 @@ class PodRunner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    async def _mountable_volumes(self, local: LocalPod, pod: Obj) -> dict[str, Path]:
+        """Each mountable volume of the pod as a directory here.
+
+        Waits, as a kubelet does (reporting ``ContainerCreating``), until every claim is bound.
+        """
+        reported = ""
+        while True:
+            try:
+                return await self._resolve_volumes(local, pod)
+            except VolumeNotReadyError as exc:
+                if str(exc) != reported:
+                    reported = str(exc)
+                    await self._write_waiting(local, pod, "ContainerCreating", reported)
+                await asyncio.sleep(1.0)
+
+    async def _resolve_volumes(self, local: LocalPod, pod: Obj) -> dict[str, Path]:
+        assert local.workdir is not None
+        found: dict[str, Path] = {}
+        namespace = local.key[0]
+        for volume in pod["spec"].get("volumes") or []:
+            name = volume["name"]
+            if "emptyDir" in volume:
+                found[name] = local.workdir / "volumes" / name
+                found[name].mkdir(parents=True, exist_ok=True)
+            elif "hostPath" in volume:
+                found[name] = Path(volume["hostPath"]["path"])
+                if volume["hostPath"].get("type", "") == "DirectoryOrCreate":
+                    found[name].mkdir(parents=True, exist_ok=True)
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                found[name] = await self._claim_directory(namespace, claim)
+        return found
+
+    async def _claim_directory(self, namespace: str, claim: str) -> Path:
+        pvc = await self.kube.get_or_none(PERSISTENT_VOLUME_CLAIM, claim, namespace)
+        if pvc is None:
+            raise VolumeNotReadyError(f'persistentvolumeclaim "{claim}" not found')
+        bound = pvc["spec"].get("volumeName")
+        if not bound or (pvc.get("status") or {}).get("phase") != "Bound":
+            raise VolumeNotReadyError(f'persistentvolumeclaim "{claim}" is not bound yet')
+        pv = await self.kube.get_or_none(PERSISTENT_VOLUME, bound)
+        source = (pv or {}).get("spec", {})
+        path = (source.get("hostPath") or source.get("local") or {}).get("path")
+        if not path:
+            raise VolumeNotReadyError(
+                f'persistentvolume "{bound}" of claim "{claim}" is neither hostPath nor local: '
+                "the local pod runner mounts only those"
+            )
+        return Path(path)
+
+    async def _write_waiting(self, local: LocalPod, pod: Obj, reason: str, message: str) -> None:
+        waiting = {"waiting": {"reason": reason, "message": message}}
+        status = {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
+                 "restartCount": 0, "state": waiting}
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        with contextlib.suppress(KubeError):
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
 
     async def _probe(self, local: LocalPod, container: Obj) -> bool:
         probe = container.get("readinessProbe")
@@ -527,6 +614,23 @@ class PodRunner:
         """What a container printed so far (process mode)."""
         path = self.workdir / f"{namespace}_{pod}" / f"{container}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _mount_commands(container: Obj, volumes: dict[str, Path]) -> list[str]:
+    """Shell commands that bind-mount the container's volumeMounts, in order."""
+    commands = []
+    for mount in container.get("volumeMounts") or []:
+        source = volumes.get(mount["name"])
+        if source is None:
+            continue  # a kind this runner does not mount (configMap, secret, projected)
+        if mount.get("subPath"):
+            source = source / mount["subPath"]
+        target = shlex.quote(mount["mountPath"])
+        commands.append(f"mkdir -p {shlex.quote(str(source))} {target}")
+        commands.append(f"mount --bind {shlex.quote(str(source))} {target}")
+        if mount.get("readOnly"):
+            commands.append(f"mount -o remount,bind,ro {target}")
+    return commands
 
 
 def _endpoint_addresses(endpoints: Obj) -> list[str]:

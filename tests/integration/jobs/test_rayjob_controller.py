@@ -21,7 +21,9 @@ from ray_operator.kube import (
     RAY,
     RAYJOB,
     ROLE,
+    ROLE_BINDING,
     SECRET,
+    SERVICE_ACCOUNT,
     Kube,
     KubeError,
 )
@@ -95,6 +97,10 @@ async def status_where(
         return await eventually(what, probe, timeout, operator)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nlast status: {await job_status(kube, name, ns)}") from None
+
+
+async def absent(kube: Kube, kind: Any, name: str, ns: str) -> bool | None:
+    return True if await get_or_none(kube, kind, name, ns) is None else None
 
 
 async def runner_pod(kube: Kube, name: str, ns: str, operator: OperatorProcess) -> Obj:
@@ -404,3 +410,67 @@ async def test_example_manifest_applies(
     status = await status_where(kube, name, namespace, lambda s: bool(s.get("message")),
                                 f"RayJob {name} waiting", running_operator)
     assert status["message"].startswith(f"waiting for Ray '{manifest['spec']['cluster']}'")
+
+
+async def test_a_runner_runs_as_an_existing_service_account_with_only_its_job_s_rights(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, ray_head: RayHead, tmp_path: Path,
+) -> None:
+    """What IRSA or Pod Identity need: the runner as the user's account, bound to the job's
+    Role; the account is the user's and stays when the job goes."""
+    await kube.create(SERVICE_ACCOUNT, {
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": "ml-irsa",
+            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ml"}},
+    }, namespace)
+    await kube.create(RAYJOB, rayjob("irsa", {
+        "address": ray_head.address, "script": "print('as ml-irsa')",
+        "serviceAccountName": "ml-irsa",
+        "runnerTemplate": {"metadata": {"labels": {"team": "ml"}}},
+    }), namespace)
+    pod = await runner_pod(kube, "irsa", namespace, running_operator)
+    assert pod["spec"]["serviceAccountName"] == "ml-irsa"
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    binding = await kube.get(ROLE_BINDING, "irsa-rayjob", namespace)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ml-irsa", "namespace": namespace}]
+    assert await kube.get_or_none(SERVICE_ACCOUNT, "irsa-rayjob", namespace) is None
+    # The pod's own token (for ml-irsa) is all the runner has: the job's Role is enough.
+    result = await run_pod(kube, control_plane, pod, tmp_path)
+    assert result.returncode == 0, result.output
+    await status_where(kube, "irsa", namespace, lambda s: s.get("jobStatus") == "SUCCEEDED",
+                       "RayJob irsa SUCCEEDED", running_operator)
+    await kube.delete(RAYJOB, "irsa", namespace)
+    await eventually("the binding goes with the job",
+                     lambda: absent(kube, ROLE_BINDING, "irsa-rayjob", namespace),
+                     operator=running_operator)
+    assert await kube.get_or_none(SERVICE_ACCOUNT, "ml-irsa", namespace) is not None
+
+
+async def test_a_runner_pod_that_cannot_start_is_reported_with_the_kubelet_s_reason(
+    kube: Kube, namespace: str, running_operator: OperatorProcess, ray_head: RayHead,
+) -> None:
+    await kube.create(RAYJOB, rayjob("stuck", {
+        "address": ray_head.address, "script": "print(1)", "runnerImage": "runner:missing",
+    }), namespace)
+    pod = await runner_pod(kube, "stuck", namespace, running_operator)
+    # The test plays the kubelet of a node that cannot pull the image.
+    message = 'Back-off pulling image "runner:missing": not found'
+    await kube.patch(POD, pod["metadata"]["name"], {"status": {
+        "phase": "Pending",
+        "containerStatuses": [{
+            "name": "runner", "image": "runner:missing", "imageID": "", "ready": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": message}},
+        }],
+    }}, namespace, "status")
+    status = await status_where(
+        kube, "stuck", namespace, lambda s: s.get("reason") == "RunnerNotStarted",
+        "RayJob stuck reports its runner", running_operator, timeout=15,
+    )
+    assert status["message"] == (
+        f"the runner pod stuck-rayjob cannot start: ImagePullBackOff: {message}")
+    await running_operator.more_reconciles(3, "rayjob")
+    warnings = [e for e in await events_of(kube, "stuck", namespace)
+                if e["reason"] == "RunnerNotStarted"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.rayjob import (
     build_configmap,
+    build_rayjob_children,
     build_role,
     build_role_binding,
     build_runner_pod,
 )
+from ray_operator.builders.rayjob_status import check_spec, runner_start_problem
 from ray_operator.jobs.config import parse_config
 
 
@@ -65,3 +69,132 @@ def test_pod_mounts_secrets_and_names_its_configmap() -> None:
     assert {v["secret"]["secretName"] for v in pod["spec"]["volumes"]} == {"s3creds", "tok"}
     assert pod["spec"]["serviceAccountName"] == "train-rayjob"
     assert pod["spec"]["restartPolicy"] == "Never"
+
+
+# --- runner pods for real clusters ---------------------------------------------------------------
+
+
+def children(**spec: object) -> dict[str, dict]:
+    checked = check_spec({"cluster": "ray", "script": "print(1)", **spec})
+    assert checked.spec is not None, checked.error
+    built = build_rayjob_children("train", "uid-1", "ns", checked.spec, "runner:1", "sid", {})
+    return {c["kind"]: c for c in built}
+
+
+def test_an_existing_service_account_gets_the_job_s_role_and_no_account_is_made() -> None:
+    made = children(serviceAccountName="ml-irsa")
+    assert "ServiceAccount" not in made
+    assert made["Pod"]["spec"]["serviceAccountName"] == "ml-irsa"
+    assert made["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ml-irsa", "namespace": "ns"}
+    ]
+    assert made["Role"]["rules"][0]["resourceNames"] == ["train-rayjob"]  # still this job only
+    default = children()
+    assert default["Pod"]["spec"]["serviceAccountName"] == "train-rayjob"
+    assert default["ServiceAccount"]["metadata"]["name"] == "train-rayjob"
+
+
+def test_a_runner_template_shapes_the_pod_and_keeps_what_the_runner_needs() -> None:
+    pod = children(runnerTemplate={
+        "metadata": {"labels": {"team": "ml"}, "annotations": {"note": "x"}},
+        "spec": {
+            "nodeSelector": {"pool": "cpu"},
+            "tolerations": [{"key": "spot", "operator": "Exists"}],
+            "imagePullSecrets": [{"name": "regcred"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "fsx"}}],
+            "containers": [{"name": "runner", "resources": {"limits": {"memory": "1Gi"}},
+                            "env": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        },
+    })["Pod"]
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    assert pod["metadata"]["labels"]["ray.kubeflow.org/rayjob"] == "train"
+    assert pod["metadata"]["annotations"] == {"note": "x"}
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == {"pool": "cpu"} and spec["imagePullSecrets"] == [
+        {"name": "regcred"}]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    assert container["command"] == ["python", "-m", "ray_operator.jobs"]
+    assert container["resources"] == {"limits": {"memory": "1Gi"}}
+    names = [e["name"] for e in container["env"]]
+    assert "RAY_JOB_CONFIGMAP" in names and names[-1] == "AWS_REGION"
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ({"spec": {"serviceAccountName": "x"}},
+         "spec.runnerTemplate.spec.serviceAccountName='x': not accepted: the operator sets it"),
+        ({"spec": {"containers": [{"name": "runner", "image": "mine"}]}},
+         "spec.runnerTemplate.spec.containers[0].image='mine': not accepted"),
+        ({"spec": {"containers": [{"name": "sidecar"}]}},
+         "spec.runnerTemplate.spec.containers[0].name='sidecar'"),
+        ({"metadata": {"labels": {"ray.kubeflow.org/rayjob": "other"}}},
+         "spec.runnerTemplate.metadata.labels['ray.kubeflow.org/rayjob']: set by the operator"),
+        ({"spec": {"containers": [{"name": "runner", "env": [{"name": "RAY_JOB_NAME",
+                                                              "value": "x"}]}]}},
+         "containers[0].env[0].name='RAY_JOB_NAME': the runner's own setting"),
+        ({"spec": {"volumes": [{"name": "s3", "emptyDir": {}}]}},
+         "spec.runnerTemplate.spec.volumes[0].name='s3': the runner's own volume name"),
+        ({"spec": {"volumes": [{"name": "d", "emptyDir": {}}], "containers": [
+            {"name": "runner", "volumeMounts": [{"name": "d", "mountPath": "/etc/ray-job/x"}]}]}},
+         "volumeMounts[0].mountPath='/etc/ray-job/x': the runner's own mounts are there"),
+        ({"spec": {"containers": [{"name": "runner", "volumeMounts": [
+            {"name": "nope", "mountPath": "/d"}]}]}},
+         "volumeMounts[0].name='nope': no such volume in spec.runnerTemplate.spec.volumes"),
+    ],
+)
+def test_what_the_runner_needs_cannot_be_overridden(template: dict, message: str) -> None:
+    checked = check_spec({"cluster": "ray", "script": "print(1)", "runnerTemplate": template})
+    assert checked.spec is None and checked.error is not None
+    assert message in checked.error, checked.error
+
+
+def test_a_bad_service_account_name_is_named() -> None:
+    checked = check_spec({"cluster": "ray", "script": "x", "serviceAccountName": "ML_Irsa"})
+    assert checked.error is not None and "spec.serviceAccountName='ML_Irsa'" in checked.error
+
+
+def test_the_pod_ends_after_the_job_deadline_plus_a_margin_for_the_upload() -> None:
+    assert children(activeDeadlineSeconds=600)["Pod"]["spec"]["activeDeadlineSeconds"] == 900
+    assert "activeDeadlineSeconds" not in children()["Pod"]["spec"]
+
+
+def pod_with(status: dict) -> dict:
+    return {"metadata": {"name": "train-rayjob"}, "status": status}
+
+
+def test_a_runner_pod_that_cannot_start_is_said_in_kubernetes_words() -> None:
+    pulling = pod_with({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": 'Back-off pulling image "runner:9"'}}}]})
+    assert runner_start_problem(pulling) == (
+        'the runner pod train-rayjob cannot start: ImagePullBackOff: Back-off pulling image '
+        '"runner:9"')
+    unschedulable = pod_with({"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"}]})
+    found = runner_start_problem(unschedulable)
+    assert found is not None and "cannot be scheduled: 0/3 nodes are available" in found
+    creating = pod_with({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+        "reason": "ContainerCreating"}}}]})
+    assert runner_start_problem(creating) is None  # on its way
+    assert runner_start_problem(pod_with({"phase": "Running"})) is None
+    assert runner_start_problem(None) is None
+
+
+def test_runner_pods_get_the_operator_s_pull_secrets_unless_the_template_names_others() -> None:
+    from ray_operator.settings import Settings, SettingsError
+
+    settings = Settings.from_env({"RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS": "regcred, mirror"})
+    assert settings.runner_pull_secrets == ("regcred", "mirror")
+    with pytest.raises(SettingsError, match="'Reg_Cred' is not a Secret name"):
+        Settings.from_env({"RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS": "Reg_Cred"})
+    checked = check_spec({"cluster": "ray", "script": "x"})
+    assert checked.spec is not None
+    built = build_rayjob_children("t", "u", "ns", checked.spec, "img", None, {}, ("regcred",))
+    (pod,) = [c for c in built if c["kind"] == "Pod"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    own = children(runnerTemplate={"spec": {"imagePullSecrets": [{"name": "team"}]}})["Pod"]
+    assert own["spec"]["imagePullSecrets"] == [{"name": "team"}]

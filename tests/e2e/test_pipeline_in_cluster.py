@@ -1,0 +1,155 @@
+"""The example train-then-inference pipeline as a RayPipeline, end to end in the local cluster.
+
+What the SeedFarmer orchestrator's state machine runs, with the volume where the work runs: the
+pipeline makes its own Ray with the PersistentVolumeClaim mounted at the export path in the head
+and the worker (the pod runner bind-mounts the claim's hostPath volume, as a kubelet would); the
+operator creates the step RayJobs one after the other, and their runner Pods run as the Pods say
+(their own ServiceAccount, the cluster's Service names). Training, on two Ray nodes, writes its
+checkpoints to the claim; inference reads the newest. Nobody but the operator and the runners
+writes a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ray_operator.api.constants import LABEL_RAYJOB
+from ray_operator.cli import app
+from ray_operator.kube import (
+    PERSISTENT_VOLUME,
+    PERSISTENT_VOLUME_CLAIM,
+    POD,
+    RAYJOB,
+    RAYPIPELINE,
+    Kube,
+)
+from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.pod_runner import PodRunner
+from tests.operator_process import OperatorProcess
+from tests.runner_pod import finish, service_hosts, start_pod
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "pipelines" / "train-inference"
+EPOCHS = 3
+
+
+def pipeline_manifest(claim: str) -> dict:
+    """The example as `ray-operator pipeline manifest` gives it, on a cluster of its own with
+    the claim, and a shorter training."""
+    printed = CliRunner().invoke(app, ["pipeline", "manifest", str(EXAMPLE / "pipeline.yaml")])
+    assert printed.exit_code == 0, printed.output
+    manifest: dict = yaml.safe_load(printed.output)
+    spec = manifest["spec"]
+    del spec["cluster"]
+    spec["rayClusterSpec"] = {"worker": {"replicas": 1}}
+    spec["pvcName"] = claim
+    spec["steps"][0]["parameters"].update(epochs=str(EPOCHS), samples="800", num_workers="2")
+    return manifest
+
+
+async def volume_and_claim(kube: Kube, namespace: str, directory: Path) -> str:
+    """A hostPath PersistentVolume and a claim in ``namespace`` that binds to it."""
+    name = f"export-{namespace}"
+    await kube.create(PERSISTENT_VOLUME, {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": str(directory), "type": "Directory"}},
+    })
+    await kube.create(PERSISTENT_VOLUME_CLAIM, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "export"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": name,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }, namespace)
+    return name
+
+
+class RunnerPods:
+    """The kubelet's part for runner Pods: each one that appears runs once, to its end."""
+
+    def __init__(self, kube: Kube, cp: LocalControlPlane, namespace: str, workdir: Path) -> None:
+        self.kube, self.cp, self.namespace, self.workdir = kube, cp, namespace, workdir
+        self.started: dict[str, subprocess.Popen[str]] = {}
+        self.outputs: dict[str, str] = {}
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for pod in await self.kube.list(POD, self.namespace, LABEL_RAYJOB):
+                name = pod["metadata"]["name"]
+                if name in self.started or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                hosts = self.workdir / f"{name}.hosts"
+                hosts.write_text(await service_hosts(self.kube, self.namespace))
+                work = self.workdir / name
+                work.mkdir()
+                self.started[name] = await start_pod(self.kube, self.cp, pod, work, hosts)
+                asyncio.create_task(self._collect(name))
+            await asyncio.sleep(0.5)
+
+    async def _collect(self, name: str) -> None:
+        self.outputs[name] = (await finish(self.started[name], timeout=900)).output
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        for proc in self.started.values():
+            if proc.poll() is None:
+                proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_the_example_pipeline_runs_in_the_cluster_with_its_volume(
+    kube: Kube,
+    namespace: str,
+    control_plane: LocalControlPlane,
+    running_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    exported = tmp_path / "volume"
+    exported.mkdir()
+    volume = await volume_and_claim(kube, namespace, exported)
+    ray_pods = await PodRunner(kube, namespace=namespace, run_containers=True).start()
+    runners = RunnerPods(kube, control_plane, namespace, tmp_path)
+    try:
+        created = await kube.create(RAYPIPELINE, pipeline_manifest("export"), namespace)
+        run_id = created["metadata"]["uid"]
+        status: dict = {}
+        for _ in range(900):
+            status = (await kube.get(RAYPIPELINE, "train-inference", namespace)).get("status") or {}
+            if status.get("phase") in ("Succeeded", "Failed"):
+                break
+            await asyncio.sleep(1)
+        assert status.get("phase") == "Succeeded", (status, runners.outputs)
+        assert [s["state"] for s in status["steps"]] == ["SUCCEEDED", "SUCCEEDED"]
+
+        # The steps' RayJobs, one after the other: inference was made after training ended.
+        jobs = {j["metadata"]["name"]: j for j in await kube.list(RAYJOB, namespace)}
+        train, inference = (jobs[s["rayJob"]] for s in status["steps"])
+        assert inference["metadata"]["creationTimestamp"] >= train["status"]["endTime"]
+
+        # On the claim: the checkpoints training wrote (from both Ray nodes' view of it) ...
+        trained = exported / run_id / "train"
+        epochs = sorted(
+            json.loads(meta.read_text())["epoch"]
+            for meta in (trained / "checkpoints").rglob("meta.json")
+        )
+        assert epochs and epochs[-1] == EPOCHS - 1, epochs
+        # ... and what inference made of the newest one.
+        inferred = exported / run_id / "inference"
+        metrics = json.loads((inferred / "metrics.json").read_text())
+        assert metrics["checkpoint_epoch"] == epochs[-1]
+        assert metrics["checkpoint"].startswith(f"/ray/export/{run_id}/train/checkpoints/")
+        assert metrics["accuracy"] > metrics["baseline_accuracy"]
+        rows = (inferred / "predictions.csv").read_text().splitlines()
+        assert rows[0] == "x0,x1,label,predicted" and len(rows) == 1 + metrics["heldout_samples"]
+    finally:
+        await runners.stop()
+        await ray_pods.stop()
+        await kube.delete(PERSISTENT_VOLUME, volume)
