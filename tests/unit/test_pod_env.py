@@ -141,3 +141,24 @@ def test_run_as_non_root_needs_a_numeric_user_as_a_kubelet_does() -> None:
     assert "breaks non-root policy" in (non_root_problem(pod, container) or "")
     container["securityContext"] = {"runAsGroup": 100}
     assert run_as(pod, container) == (1000, 100)
+
+
+def test_volume_mounts_become_bind_mounts_in_the_container_s_namespace() -> None:
+    """The pod runner's part of a kubelet's volume manager: subPath, readOnly, unknown kinds."""
+    from pathlib import Path
+
+    from ray_operator.localkube.pod_runner import _mount_commands
+
+    container = {"volumeMounts": [
+        {"name": "export", "mountPath": "/ray/export", "subPath": "run-1"},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+    ]}
+    volumes = {"export": Path("/srv/pv"), "data": Path("/srv/data")}
+    assert _mount_commands(container, volumes) == [
+        "mkdir -p /srv/pv/run-1 /ray/export",
+        "mount --bind /srv/pv/run-1 /ray/export",
+        "mkdir -p /srv/data /data",
+        "mount --bind /srv/data /data",
+        "mount -o remount,bind,ro /data",
+    ]
