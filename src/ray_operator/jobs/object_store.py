@@ -75,8 +75,10 @@ class ObjectStore:
         if self._client is None:
             import boto3  # imported on first use: a job without S3 never pays for it
 
-            kwargs: dict[str, Any] = {"region_name": "us-east-1"}
-            kwargs.update(read_credentials(self._credentials_dir))
+            # No region of our own: boto3's chain (AWS_REGION, which the EKS IRSA and Pod
+            # Identity webhooks set, AWS_DEFAULT_REGION, the profile) decides, else the global
+            # endpoint, whose redirects lead to the bucket's own region.
+            kwargs: dict[str, Any] = read_credentials(self._credentials_dir)
             if self.settings.endpoint_url:
                 kwargs["endpoint_url"] = self.settings.endpoint_url
             self._client = boto3.client("s3", **kwargs)
