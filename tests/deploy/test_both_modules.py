@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,16 @@ import pytest
 from cdk_nag import AwsSolutionsChecks
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
-from tests.deploy.conftest import BOUNDARY, REGION, TAGS, Synth, iam_statements
+from tests.deploy.conftest import (
+    BOUNDARY,
+    OPERATOR_DIR,
+    ORCHESTRATOR_DIR,
+    REGION,
+    TAGS,
+    Synth,
+    iam_statements,
+    metadata_output,
+)
 
 FULL = ["operator_full", "orchestrator_full"]
 CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
@@ -20,6 +30,24 @@ CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
 def full(request: pytest.FixtureRequest) -> Synth:
     synth: Synth = request.getfixturevalue(request.param)
     return synth
+
+
+@pytest.mark.parametrize(
+    ("synth_name", "module_dir"),
+    [("operator_full", OPERATOR_DIR), ("orchestrator_full", ORCHESTRATOR_DIR)],
+)
+def test_readme_lists_every_metadata_output(
+    synth_name: str, module_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """The README's "Module Metadata Outputs" name exactly the keys of the metadata output (with
+    every optional parameter but the image, so EcrRepositoryName is among them)."""
+    synth: Synth = request.getfixturevalue(synth_name)
+    text = (module_dir / "README.md").read_text()
+    section = re.split(r"^#+ Module Metadata Outputs\n", text, flags=re.MULTILINE)[1]
+    section = re.split(r"^#", section, maxsplit=1, flags=re.MULTILINE)[0]
+    # Each key is followed by ":" (its description) or "," (several keys described at once).
+    listed = set(re.findall(r"`([A-Z][A-Za-z]+)`(?=[:,])", section))
+    assert listed == set(metadata_output(synth))
 
 
 def test_no_wildcard_actions(full: Synth) -> None:

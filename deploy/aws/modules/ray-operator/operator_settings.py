@@ -10,6 +10,10 @@ from common.parameters import ModuleContext, ParameterReader
 
 #: Helm release names must fit 53 characters (Helm's own limit).
 RELEASE_NAME_MAX = 53
+#: Suffix of the ServiceAccount of the Ray and runner pods (the one with the bucket's role).
+RAY_SUFFIX = "-ray"
+#: Suffix of the operator's own ServiceAccount (no IAM role).
+OPERATOR_SUFFIX = "-controller"
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,24 @@ class OperatorSettings:
     operator_image: str | None = None
 
     @property
-    def service_account_name(self) -> str:
-        """The ServiceAccount the operator runs as (output ``EksServiceAccountName``).
+    def ray_service_account_name(self) -> str:
+        """The Ray and RayJob runner pods' ServiceAccount: ``<project>-<deployment>-<module>-ray``.
 
-        Named after the deployment and module, so another deployment in the same namespace
-        (or cluster) never takes over this one's IRSA role.
+        Bound by IRSA to the data bucket's role (output ``EksServiceAccountName``). Named after
+        the deployment and module, so another deployment in the same namespace (or cluster)
+        never takes over this one's IRSA role.
         """
-        return self.context.kubernetes_name()
+        return self.context.kubernetes_name(63 - len(RAY_SUFFIX)) + RAY_SUFFIX
+
+    @property
+    def operator_service_account_name(self) -> str:
+        """The operator's own ServiceAccount: ``<project>-<deployment>-<module>-controller``.
+
+        The chart creates it, with no IAM role (output ``OperatorServiceAccountName``). Not the
+        chart's default (the release name): that was the name of the IRSA account in earlier
+        versions of this module, which Helm would refuse to take over on an update.
+        """
+        return self.context.kubernetes_name(63 - len(OPERATOR_SUFFIX)) + OPERATOR_SUFFIX
 
     @property
     def release_name(self) -> str:

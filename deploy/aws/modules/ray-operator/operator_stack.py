@@ -1,4 +1,4 @@
-"""The ray-operator stack: namespace, IRSA service account and this project's Helm chart on EKS."""
+"""The ray-operator stack on EKS: namespace, this project's chart, the Ray pods' IRSA account."""
 
 from __future__ import annotations
 
@@ -26,21 +26,28 @@ from operator_settings import OperatorSettings
 def chart_values(settings: OperatorSettings, image: str) -> dict[str, Any]:
     """Values for ``charts/ray-operator``: watch only the module's namespace, with namespaced RBAC.
 
-    The ServiceAccount is created by this stack (it carries the IAM role annotation), so the chart
-    is told to use it rather than create its own. ``image`` is the operator's, which the chart
-    also gives RayJob runner pods.
+    The chart creates the operator's ServiceAccount (bound to its Role, no annotations, so no IAM
+    role: the operator itself never calls AWS). It is named by the stack rather than after the
+    release, which was the name of the IRSA account in earlier versions of this module. ``image``
+    is the operator's, which the chart also gives RayJob runner pods.
     """
     repository, tag = split_image(image)
     return {
         "image": {"repository": repository, "tag": tag},
         "watchNamespaces": [settings.namespace],
         "rbac": {"clusterWide": False},
-        "serviceAccount": {"create": False, "name": settings.service_account_name},
+        "serviceAccount": {"create": True, "name": settings.operator_service_account_name},
     }
 
 
 class RayOperatorStack(cdk.Stack):
-    """Installs the operator into a namespace it creates, running as an IRSA service account."""
+    """Installs the operator into a namespace it creates; an IRSA service account for its pods.
+
+    The operator runs as the chart's own ServiceAccount, with no IAM role. The data bucket's role
+    is bound to a second ServiceAccount, :attr:`ray_service_account`, which the Ray head and worker
+    pods (``serviceAccountName`` in their templates) and RayJob runner pods
+    (``spec.serviceAccountName``) name.
+    """
 
     def __init__(
         self,
@@ -91,18 +98,24 @@ class RayOperatorStack(cdk.Stack):
             ],
         )
 
-        self.service_account = IrsaServiceAccount(
+        # Not the construct id of earlier versions ("ServiceAccount", the operator's IRSA account,
+        # named like the release): as a new resource, an update creates this account and then
+        # deletes that one. Renamed in place, the kubectl handler would only apply the new name
+        # and leave the old account in the cluster.
+        self.ray_service_account = IrsaServiceAccount(
             self,
-            "ServiceAccount",
+            "RayServiceAccount",
             cluster=cluster,
             oidc_provider_arn=settings.eks_oidc_arn,
             oidc_issuer=settings.eks_openid_issuer,
             namespace=settings.namespace,
-            name=settings.service_account_name,
+            name=settings.ray_service_account_name,
             bucket_name=settings.data_bucket_name,
-            description=f"Ray operator in {settings.eks_cluster_name}/{settings.namespace}",
+            description=(
+                f"Ray and RayJob runner pods in {settings.eks_cluster_name}/{settings.namespace}"
+            ),
         )
-        self.service_account.manifest.node.add_dependency(namespace)
+        self.ray_service_account.manifest.node.add_dependency(namespace)
 
         chart_asset = s3_assets.Asset(self, "ChartAsset", path=str(chart_dir))
         handler.read(chart_asset)
@@ -118,11 +131,11 @@ class RayOperatorStack(cdk.Stack):
             wait=True,
             timeout=cdk.Duration.minutes(10),
         )
-        chart.node.add_dependency(self.service_account.manifest)
+        chart.node.add_dependency(namespace)
 
         if settings.data_bucket_name:
             acknowledge(
-                self.service_account.role,
+                self.ray_service_account.role,
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{settings.data_bucket_name}/*]",
                 "object access is limited to the one data bucket given as data_bucket_name;"
                 " the jobs choose the object keys",
@@ -144,8 +157,10 @@ class RayOperatorStack(cdk.Stack):
         )
 
         metadata = {
-            "EksServiceAccountName": settings.service_account_name,
-            "EksServiceAccountRoleArn": self.service_account.role.role_arn,
+            # The account for the Ray and runner pods, and its role (the original module's keys).
+            "EksServiceAccountName": settings.ray_service_account_name,
+            "EksServiceAccountRoleArn": self.ray_service_account.role.role_arn,
+            "OperatorServiceAccountName": settings.operator_service_account_name,
             "NamespaceName": settings.namespace,
             "ImageUri": image,
         }
@@ -168,7 +183,9 @@ def build_app(
         image=image,
         repository_name=context.repository_name if repository else None,
         env=cdk.Environment(account=context.account, region=context.region),
-        description="Ray operator (this project's Helm chart) with an IRSA service account",
+        description=(
+            "Ray operator (this project's Helm chart) and an IRSA service account for Ray pods"
+        ),
     )
     if repository is not None:
         # Deployed first (the image is pushed in between), destroyed last.
