@@ -311,3 +311,16 @@ def test_runner_pods_pull_with_the_chart_s_image_pull_secrets() -> None:
     objs = render({"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]})
     assert env_of(objs)["RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
     assert "RAY_OPERATOR_RUNNER_IMAGE_PULL_SECRETS" not in env_of(render())
+
+
+def test_two_namespaced_installs_with_one_release_name_share_no_object() -> None:
+    """Team installs side by side (same release name, each watching its own namespace)."""
+
+    def keys(namespace: str) -> set[tuple[str, str, str]]:
+        objs = render({"rbac": {"clusterWide": False}, "watchNamespaces": [namespace]}, namespace)
+        return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+                for o in objs}
+
+    team_a, team_b = keys("team-a"), keys("team-b")
+    assert team_a and not team_a & team_b, team_a & team_b
+    assert all(namespace for _, namespace, _ in team_a)  # nothing cluster-scoped
