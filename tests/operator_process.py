@@ -118,23 +118,25 @@ class OperatorProcess:
         """The operator's Prometheus metrics, as text."""
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
-    def reconciles(self, controller: str = "ray") -> int:
-        """Successful reconciles of ``controller`` so far, from the operator's own metrics."""
-        pattern = (
-            rf'^ray_operator_reconcile_total\{{controller="{controller}",result="success"\}} (\S+)$'
-        )
+    def reconciles(self, controller: str = "ray", result: str = "success") -> int:
+        """Reconciles of ``controller`` that ended so (``success``, ``error``).
+
+        From the operator's own metrics.
+        """
+        labels = f'controller="{controller}",result="{result}"'
+        pattern = rf"^ray_operator_reconcile_total\{{{labels}\}} (\S+)$"
         match = re.search(pattern, self.metrics(), re.M)
         return int(float(match.group(1))) if match else 0
 
     async def more_reconciles(
-        self, count: int, controller: str = "ray", timeout: float = 120
+        self, count: int, controller: str = "ray", timeout: float = 120, result: str = "success"
     ) -> None:
         """Wait until ``count`` more reconciles of ``controller`` have finished: the window in
         which something must (or must not) have happened, measured in the operator's own work
         rather than in seconds."""
-        target = await asyncio.to_thread(self.reconciles, controller) + count
+        target = await asyncio.to_thread(self.reconciles, controller, result) + count
         deadline = time.monotonic() + timeout
-        while await asyncio.to_thread(self.reconciles, controller) < target:
+        while await asyncio.to_thread(self.reconciles, controller, result) < target:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"fewer than {count} {controller} reconciles in {timeout}s:\n"

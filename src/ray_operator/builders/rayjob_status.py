@@ -43,7 +43,12 @@ MIRRORED: Final = {
 }
 # Status fields of the controller's own, kept from one write to the next.
 RUNNER_RESTARTS: Final = "runnerRestarts"
-_OWN: Final = frozenset({*MIRRORED.values(), RUNNER_RESTARTS})
+# The runner gave a job up as lost (its job API unreachable for too long): the job may still run
+# on Ray, so the controller keeps trying to stop it; this records that it did.
+REASON_JOB_LOST: Final = "JobLost"
+LOST_JOB_STOPPED: Final = "lostJobStopped"
+LOST_JOB_STOPPED_NOTE: Final = "; the job was stopped on Ray once its job API answered again"
+_OWN: Final = frozenset({*MIRRORED.values(), RUNNER_RESTARTS, LOST_JOB_STOPPED})
 _URL: Final = re.compile(r"^https?://[^/\s]+")
 # Ray's terminal job states (not imported from jobs.ray_api: builders stay free of httpx).
 TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -220,6 +225,10 @@ def compute_rayjob_status(
         status.pop("message", None)
         if not data.get(STATUS_REASON):
             status.pop("reason", None)
+    if status.get(LOST_JOB_STOPPED) and not str(status.get("message", "")).endswith(
+        LOST_JOB_STOPPED_NOTE
+    ):
+        status["message"] = f"{status.get('message', '')}{LOST_JOB_STOPPED_NOTE}"
     return status
 
 
@@ -263,3 +272,12 @@ def runner_start_problem(pod: Obj | None) -> str | None:
                 "decide where it may run)"
             )
     return None
+
+
+def lost_job_running(status: Obj) -> bool:
+    """The runner gave the job up as lost and nobody has stopped it on Ray yet."""
+    return (
+        status.get("reason") == REASON_JOB_LOST
+        and bool(status.get("submissionId"))
+        and not status.get(LOST_JOB_STOPPED)
+    )

@@ -32,11 +32,13 @@ from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.drift import controller_name, controller_uid
 from ray_operator.builders.rayjob import build_rayjob_children, child_name
 from ray_operator.builders.rayjob_status import (
+    LOST_JOB_STOPPED,
     RUNNER_RESTARTS,
     check_spec,
     compute_rayjob_status,
     is_terminal,
     job_address,
+    lost_job_running,
     ray_not_ready,
     runner_start_problem,
     status_patch,
@@ -189,6 +191,9 @@ class RayJobController:
             return
         spec = checked.spec
         mirrored = compute_rayjob_status(previous, data)
+        if is_terminal(mirrored) and lost_job_running(mirrored):
+            await self._stop_lost_job(body, spec, data, mirrored)
+            return
         if is_terminal(mirrored):
             # Ended: nothing to recreate, nothing left to stop on deletion.
             await self._write_status(body, mirrored)
@@ -246,6 +251,33 @@ class RayJobController:
         await self._write_status(body, status)
         if failure:
             raise Backoff(failure[0])  # reported in the status and an event; retried later
+
+    async def _stop_lost_job(
+        self, body: Obj, spec: RayJobSpec, data: dict[str, str] | None, status: Obj
+    ) -> None:
+        """Stop a job the runner gave up as lost (it may still run on Ray).
+
+        Tried again with the queue's back-off until the job API answers; the finalizer stays
+        until then, so neither a deletion nor the runner's exit leaves the job running.
+        """
+        ns = body["metadata"]["namespace"]
+        address = (data or {}).get(KEY_ADDRESS) or job_address(spec, ns)
+        error = await self._stop(address, status["submissionId"])
+        if error is not None:
+            await self._write_status(body, status)
+            self.events.emit_once(
+                body, "Warning", REASON_FAILED_STOP,
+                f"the runner lost Ray job {status['submissionId']} at {address}; it may still "
+                f"run: stopping it as soon as the job API answers ({error})",
+            )
+            raise Backoff(f"lost job not stopped yet: {error}")
+        stopped = compute_rayjob_status({**status, LOST_JOB_STOPPED: True}, data)
+        await self._write_status(body, stopped)
+        self.events.emit(
+            body, "Normal", REASON_STOPPED,
+            f"stopped Ray job {status['submissionId']} at {address}, which the runner had lost",
+        )
+        await self._remove_finalizer(body)
 
     async def _replace_ended_runner(
         self, body: Obj, spec: RayJobSpec, data: dict[str, str] | None, restarts: int
@@ -427,7 +459,7 @@ class RayJobController:
         address = (data or {}).get(KEY_ADDRESS) or (
             job_address(checked.spec, ns) if checked.spec is not None else ""
         )
-        if submission_id and address and not is_terminal(status):
+        if submission_id and address and (not is_terminal(status) or lost_job_running(status)):
             if data is not None and data.get(KEY_KILL) != "true":
                 await self._set_kill(ns, name)  # the runner stops it too, with its own token
             if not self._may_have_submitted(ns, name, status):

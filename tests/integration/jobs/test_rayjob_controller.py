@@ -474,3 +474,56 @@ async def test_a_runner_pod_that_cannot_start_is_reported_with_the_kubelet_s_rea
     warnings = [e for e in await events_of(kube, "stuck", namespace)
                 if e["reason"] == "RunnerNotStarted"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+
+async def test_a_job_the_runner_lost_is_stopped_once_its_job_api_answers_again(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, tmp_path: Path,
+) -> None:
+    with RayHead(num_cpus=1) as head:
+        await kube.create(RAYJOB, rayjob("lost", {
+            "address": head.address, "script": SLEEPER, "updateInterval": 0.5,
+        }), namespace)
+        pod = await runner_pod(kube, "lost", namespace, running_operator)
+        # The runner gives up after 3 s unreachable (its ConfigMap's knob; 60 s by default).
+        await kube.patch(CONFIGMAP, "lost-rayjob", {"data": {"unreachableTimeoutSeconds": "3"}},
+                         namespace)
+        proc = await start_pod(kube, control_plane, pod, tmp_path)
+        dashboard = None
+        try:
+            await status_where(kube, "lost", namespace, lambda s: s.get("jobStatus") == "RUNNING",
+                               "RayJob lost RUNNING", running_operator)
+            dashboard = head.dashboard_process()
+            dashboard.suspend()  # the job API stops answering; the job itself goes on
+            result = await finish(proc, timeout=120)
+            assert result.returncode == 1, result.output
+            status = await status_where(
+                kube, "lost", namespace, lambda s: s.get("reason") == "JobLost",
+                "RayJob lost gives the job up", running_operator,
+            )
+            assert not status.get("lostJobStopped")
+            # Tried and failed (the API still does not answer), and tried again.
+            await running_operator.more_reconciles(2, "rayjob", result="error")
+            kept = await kube.get(RAYJOB, "lost", namespace)
+            assert FINALIZER in kept["metadata"]["finalizers"], "deleting it now would lose it"
+            reasons = {e["reason"] for e in await events_of(kube, "lost", namespace)}
+            assert "FailedStop" in reasons, reasons
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if dashboard is not None:
+                dashboard.resume()
+        status = await status_where(
+            kube, "lost", namespace, lambda s: s.get("lostJobStopped") is True,
+            "the lost job stopped once the job API answered", running_operator, timeout=90,
+        )
+        assert status["jobStatus"] == "FAILED" and status["reason"] == "JobLost"
+        assert "stopped on Ray once its job API answered again" in status["message"]
+
+        async def stopped() -> JobInfo | None:
+            (job,) = await ray_jobs(head.address, "lost")
+            return job if job.status == "STOPPED" else None
+
+        await eventually("the Ray job STOPPED", stopped, 30)
+        done = await kube.get(RAYJOB, "lost", namespace)
+        assert FINALIZER not in done["metadata"].get("finalizers", [])

@@ -73,3 +73,23 @@ def test_a_note_never_hides_a_finished_job() -> None:
     assert compute_rayjob_status({}, None, note="waiting", note_reason="X") == {
         "message": "waiting", "reason": "X",
     }
+
+
+def test_a_lost_job_stays_to_be_stopped_until_it_is_and_then_says_so() -> None:
+    from ray_operator.builders.rayjob_status import (
+        LOST_JOB_STOPPED,
+        compute_rayjob_status,
+        lost_job_running,
+    )
+
+    data = {"id": "lost-1", "status.jobStatus": "FAILED", "status.reason": "JobLost",
+            "status.message": "lost the Ray head while job lost-1 was RUNNING"}
+    status = compute_rayjob_status({}, data)
+    assert lost_job_running(status)
+    stopped = compute_rayjob_status({**status, LOST_JOB_STOPPED: True}, data)
+    assert not lost_job_running(stopped)
+    again = compute_rayjob_status(stopped, data)  # the next reconcile, from the same ConfigMap
+    assert again["message"] == (
+        "lost the Ray head while job lost-1 was RUNNING; the job was stopped on Ray once its job "
+        "API answered again")
+    assert not lost_job_running(compute_rayjob_status({}, {**data, "status.reason": "Failed"}))
