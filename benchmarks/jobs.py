@@ -175,5 +175,6 @@ if __name__ == "__main__":
     result = asyncio.run(main(parser.parse_args().jobs))
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results" / "jobs.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")
