@@ -39,25 +39,25 @@ FileArg = Annotated[
 ]
 
 
-def _load(path: Path) -> RayPipelineResource:
+def _load(path: Path, invalid_exit: int = 2) -> RayPipelineResource:
     try:
         return load_pipeline(path)
     except PipelineSpecError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(invalid_exit) from None
 
 
 @app.command()
 def validate(file: FileArg) -> None:
-    """Check a pipeline file and say what it would run."""
-    pipeline = _load(file)
+    """Check a pipeline file and say what it would run; exit 1 when it is invalid."""
+    pipeline = _load(file, invalid_exit=1)  # as `ray-operator validate`: 1 invalid, 2 usage
     from ray_operator.api.pipeline_step import step_runs
 
     try:
         step_runs(pipeline.name, pipeline.spec, file.parent)
     except PipelineSpecError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     spec = pipeline.spec
     steps = " -> ".join(s.name for s in spec.steps)
     typer.echo(

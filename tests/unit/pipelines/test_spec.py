@@ -117,8 +117,10 @@ def test_cli_validate(tmp_path: Path) -> None:
         "kind: RayPipeline\nspec:\n  timeoutMinutes: -5\n  steps: [{name: a, script: x}]\n"
     )
     result = CliRunner().invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # invalid; 2 is for usage errors, as `ray-operator validate`
     assert "spec.timeoutMinutes: -5 is not accepted" in result.stderr
+    usage = CliRunner().invoke(app, ["validate"])
+    assert usage.exit_code == 2
 
 
 def _inference_module() -> Any:
