@@ -22,6 +22,7 @@ from ray_operator.builders.defaults import Defaults, DefaultsError, current_defa
 from ray_operator.builders.ray_cluster import build_children, plan_cluster, roles_using_defaults
 from ray_operator.builders.rayjob import build_rayjob_children
 from ray_operator.builders.rayjob_status import check_spec
+from ray_operator.cli.manifests import ManifestError, read_documents
 
 Obj = dict[str, Any]
 
@@ -64,7 +65,9 @@ def render_rayjob(doc: Obj, runner_image: str, pull_secrets: tuple[str, ...] = (
 
 
 def render(
-    files: Annotated[list[Path], typer.Argument(help="Manifests (YAML, several documents each).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Manifests (YAML, several documents each; - for stdin).")
+    ],
 ) -> None:
     """Print what the operator would create for each Ray and RayJob, without a cluster."""
     from ray_operator.settings import Settings, SettingsError
@@ -78,9 +81,9 @@ def render(
     failed = False
     for path in files:
         try:
-            documents: list[Any] = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            typer.echo(f"{path}: cannot read: {exc}", err=True)
+            documents = read_documents(path)
+        except ManifestError as exc:
+            typer.echo(f"{path}: error: {exc}", err=True)
             failed = True
             continue
         for doc in documents:
