@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,6 +77,14 @@ class PipelineStep(BaseModel):
             "bucket:key, or the script text itself when it spans several lines."
         )
     )
+    scriptLocation: Literal["inline", "file", "s3"] | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "Where script is: its text (inline), a file (relative to the pipeline file, or an "
+            "absolute path in the runner image) or an S3 object. Unset: guessed (text when it "
+            "has a line break, S3 for s3:// or bucket:key, else a file), with a warning."
+        ),
+    )
     parameters: dict[str, str] = Field(
         default_factory=dict, description="Passed to the script as --kwargs key=value."
     )
@@ -105,6 +113,17 @@ class PipelineStep(BaseModel):
             raise ValueError("'' is not accepted: give a file path, s3://bucket/key or bucket:key")
         return value
 
+    @model_validator(mode="after")
+    def _s3_location_is_one(self) -> PipelineStep:
+        if self.scriptLocation == "s3" and not (
+            self.script.startswith("s3://") or _BUCKET_KEY.fullmatch(self.script)
+        ):
+            raise ValueError(
+                f"script {self.script!r} with scriptLocation 's3' is not accepted: write "
+                "s3://bucket/key or bucket:key"
+            )
+        return self
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _parameters_are_strings(cls, value: Any) -> Any:
@@ -126,20 +145,29 @@ class PipelineStep(BaseModel):
         return value
 
     @property
-    def script_is_inline(self) -> bool:
-        """The script text is written in the pipeline file itself.
+    def script_location(self) -> str:
+        """``scriptLocation`` when given, else the guess of the original format.
 
-        Any line break makes it text: a one-line ``script: |`` block ends with one, and no file
-        path or S3 location has one.
+        The guess: any line break makes it text (a one-line ``script: |`` block ends with one,
+        and no path or S3 location has one); ``s3://`` or ``bucket:key`` is S3; else a file.
         """
-        return "\n" in self.script
+        if self.scriptLocation is not None:
+            return self.scriptLocation
+        if "\n" in self.script:
+            return "inline"
+        if self.script.startswith("s3://") or _BUCKET_KEY.fullmatch(self.script):
+            return "s3"
+        return "file"
+
+    @property
+    def script_is_inline(self) -> bool:
+        """The script text is written in the pipeline file itself."""
+        return self.script_location == "inline"
 
     @property
     def script_is_s3(self) -> bool:
         """The script lives in S3 (``s3://bucket/key`` or the original ``bucket:key``)."""
-        if self.script_is_inline:
-            return False
-        return self.script.startswith("s3://") or bool(_BUCKET_KEY.fullmatch(self.script))
+        return self.script_location == "s3"
 
 
 class PipelineSpec(BaseModel):

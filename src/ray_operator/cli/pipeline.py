@@ -59,6 +59,14 @@ def validate(file: FileArg) -> None:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
     spec = pipeline.spec
+    for index, step in enumerate(spec.steps):
+        if step.scriptLocation is None:
+            typer.echo(
+                f"{file}: warning: spec.steps[{index}] ({step.name}): script read as "
+                f"{step.script_location} (guessed); write scriptLocation: "
+                f"{step.script_location} to say so",
+                err=True,
+            )
     steps = " -> ".join(s.name for s in spec.steps)
     typer.echo(
         f"{file}: valid pipeline {pipeline.name!r}: {steps}; timeout {spec.timeoutMinutes} min; "
@@ -106,6 +114,7 @@ def manifest(
             if not step.script_is_s3 and not step.script.startswith("/"):
                 text = resolve_script(step, file.parent) or ""
                 spec["steps"][index]["script"] = text if text.endswith("\n") else text + "\n"
+                spec["steps"][index]["scriptLocation"] = "inline"
     except PipelineSpecError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None

@@ -196,3 +196,33 @@ def test_manifest_puts_file_scripts_inline_so_the_cluster_can_run_them(tmp_path:
     assert inference.script == (example / "inference.py").read_text()
     assert train.parameters == original.spec.steps[0].parameters
     assert "script: |" in result.output  # readable blocks, not one escaped line
+
+
+def test_a_script_can_say_where_it_is_and_then_nothing_is_guessed(tmp_path: Path) -> None:
+    def step(**fields: Any) -> Any:
+        (found,) = parse_pipeline({"spec": {"steps": [{"name": "a", **fields}]}}).spec.steps
+        return found
+
+    one_line = step(script="print('a:b')", scriptLocation="inline")
+    assert one_line.script_is_inline and not one_line.script_is_s3
+    (run,) = step_runs("p", parse_pipeline({"spec": {"steps": [
+        {"name": "a", "script": "print('a:b')", "scriptLocation": "inline"}]}}).spec, tmp_path)
+    assert run.script == "print('a:b')"
+    assert step(script="my-bucket:train.py", scriptLocation="file").script_location == "file"
+    assert step(script="s3://b/k.py", scriptLocation="s3").script_is_s3
+    with pytest.raises(PipelineSpecError, match="scriptLocation 's3' is not accepted"):
+        step(script="train.py", scriptLocation="s3")
+    with pytest.raises(PipelineSpecError, match="scriptLocation"):
+        step(script="x", scriptLocation="configmap")
+
+
+def test_validate_warns_where_the_location_is_guessed(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print(1)\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("spec:\n  steps:\n  - {name: a, script: train.py}\n"
+                    "  - {name: b, script: train.py, scriptLocation: file}\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("warning: spec.steps[0] (a): script read as file (guessed); write scriptLocation: "
+            "file to say so") in result.stderr
+    assert "spec.steps[1]" not in result.stderr
