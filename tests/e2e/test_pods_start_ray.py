@@ -50,7 +50,7 @@ async def _wait_health(kube: Kube, namespace: str, name: str, timeout: float) ->
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 async def test_simple_example_pods_form_a_ray_cluster_that_runs_tasks(
     kube: Kube, namespace: str, running_operator: OperatorProcess
 ) -> None:
@@ -59,7 +59,9 @@ async def test_simple_example_pods_form_a_ray_cluster_that_runs_tasks(
     runner = await PodRunner(kube, namespace=namespace, run_containers=True).start()
     try:
         await kube.apply_manifest(manifest, namespace)
-        await _wait_health(kube, namespace, "sample-cluster", timeout=240)
+        # Workers crash-loop until the head's GCS answers (on two loaded cores, minutes): the
+        # clean start of the elastic-Ray issue shortens this; until then, a generous bound.
+        await _wait_health(kube, namespace, "sample-cluster", timeout=400)
 
         pods = await kube.list(POD, namespace, "ray.kubeflow.org/cluster=sample-cluster")
         head = next(p for p in pods if p["metadata"]["labels"]["ray.kubeflow.org/role"] == "head")

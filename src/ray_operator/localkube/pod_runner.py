@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PodKey = tuple[str, str]
 NODE_NAME = "ray-operator-local"
+# Where memory-backed emptyDir volumes live: this machine's tmpfs.
+MEMORY_VOLUMES = Path("/dev/shm/ray-operator-pods")
 
 
 def _now() -> str:
@@ -345,7 +347,11 @@ class PodRunner:
         for volume in pod["spec"].get("volumes") or []:
             name = volume["name"]
             if "emptyDir" in volume:
-                found[name] = local.workdir / "volumes" / name
+                # medium Memory is a tmpfs for a kubelet: a directory of this machine's own
+                # /dev/shm (tmpfs), shared by the pod's containers, gone with the pod.
+                memory = (volume["emptyDir"] or {}).get("medium") == "Memory"
+                base = MEMORY_VOLUMES / local.uid if memory else local.workdir / "volumes"
+                found[name] = base / name
                 found[name].mkdir(parents=True, exist_ok=True)
             elif "hostPath" in volume:
                 found[name] = Path(volume["hostPath"]["path"])
@@ -602,6 +608,7 @@ class PodRunner:
             self._hosts_cache.pop(local.workdir / "hosts", None)
         if local.tmpdir is not None:
             shutil.rmtree(local.tmpdir, ignore_errors=True)
+        shutil.rmtree(MEMORY_VOLUMES / local.uid, ignore_errors=True)
 
     @property
     def workdir(self) -> Path:
