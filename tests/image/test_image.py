@@ -173,5 +173,7 @@ async def run_a_job(
     containers.append((name, proc))
     await asyncio.to_thread(proc.wait, 180)
     assert proc.returncode == 0, log.read_text(errors="replace")
-    job = await kube.get(RAYJOB, "boxed", ns)
-    assert job["status"]["jobStatus"] == "SUCCEEDED", job["status"]
+    # The operator mirrors the runner's ConfigMap into the RayJob a moment later.
+    await eventually(lambda: kube.get(RAYJOB, "boxed", ns),
+                     lambda job: (job.get("status") or {}).get("jobStatus") == "SUCCEEDED",
+                     what="RayJob boxed SUCCEEDED in its status")
