@@ -12,11 +12,10 @@ from typing import Any
 
 import yaml
 
-from ray_operator.api.constants import DEFAULT_RAY_IMAGE, ROLE_HEAD, ROLE_WORKER
+from ray_operator.api.constants import DEFAULT_RAY_IMAGE, DNS_SUBDOMAIN, ROLE_HEAD, ROLE_WORKER
 
 DEFAULT_RUNNER_IMAGE = "ray-operator:latest"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Where a pod finds its own namespace (the service account volume every pod gets).
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -97,7 +96,7 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list of object names (Secrets): DNS subdomains."""
     found = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
     for item in found:
-        if not _DNS_SUBDOMAIN.match(item) or len(item) > 253:
+        if not DNS_SUBDOMAIN.match(item) or len(item) > 253:
             raise SettingsError(
                 f"{name}: {item!r} is not a Secret name (lower-case letters, digits, '-' and "
                 "'.'); give names separated by ','"

@@ -1,5 +1,6 @@
 """Names shared by the models, builders and controllers: one place for each of them."""
 
+import re
 from typing import Final
 
 GROUP: Final = "ray.kubeflow.org"
@@ -53,3 +54,8 @@ REASON_FAILED_CREATE: Final = "FailedCreate"
 REASON_FAILED_UPDATE: Final = "FailedUpdate"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_UNKNOWN_FIELD: Final = "UnknownField"
+
+# A DNS subdomain (RFC 1123): the names of ServiceAccounts, Secrets and most objects.
+DNS_SUBDOMAIN: Final = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)

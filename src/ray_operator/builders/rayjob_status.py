@@ -13,7 +13,12 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ray_operator.api.constants import LABEL_MANAGED_BY, LABEL_RAYJOB, PORT_DASHBOARD
+from ray_operator.api.constants import (
+    DNS_SUBDOMAIN,
+    LABEL_MANAGED_BY,
+    LABEL_RAYJOB,
+    PORT_DASHBOARD,
+)
 from ray_operator.api.jobdata import (
     KEY_ID,
     STATUS_END_TIME,
@@ -101,7 +106,7 @@ def check_spec(raw: Any) -> SpecCheck:
                 "(e.g. on a volume shared with the Ray cluster)"
             )
     if error is None and spec.serviceAccountName is not None:
-        if not _DNS_SUBDOMAIN.match(spec.serviceAccountName):
+        if not DNS_SUBDOMAIN.match(spec.serviceAccountName):
             error = (
                 f"spec.serviceAccountName={spec.serviceAccountName!r}: the name of a "
                 "ServiceAccount in this namespace (lower-case letters, digits, '-' and '.')"
@@ -115,8 +120,6 @@ def check_spec(raw: Any) -> SpecCheck:
 RESERVED_ENV_PREFIX: Final = "RAY_JOB_"
 RESERVED_VOLUMES: Final = frozenset({"s3", "ray-token"})
 RESERVED_MOUNT_PREFIXES: Final = ("/etc/ray-job", "/var/run/secrets/kubernetes.io")
-_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN: Final = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
 
 def _runner_template_error(spec: RayJobSpec) -> str | None:
