@@ -128,6 +128,10 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
      "'A B' is not a Secret name"),
     ("run missing kubeconfig", ["run"], None, {"KUBECONFIG": "/nonexistent/kubeconfig"}, 2,
      "KUBECONFIG='/nonexistent/kubeconfig': no such file"),
+    ("dashboard missing kubeconfig", ["dashboard", "r"], None,
+     {"KUBECONFIG": "/nonexistent/kubeconfig"}, 2, "KUBECONFIG='/nonexistent/kubeconfig'"),
+    ("dashboard port out of range", ["dashboard", "r", "--port", "70000"], None, {}, 2,
+     "--port"),
     # --- job CLI -----------------------------------------------------------------------------
     ("job list ray://", ["job", "list", "--address", "ray://head:10001"], None, {}, 2,
      "http://head:8265"),

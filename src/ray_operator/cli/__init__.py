@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ray_operator import __version__
-from ray_operator.cli import job, operator, pipeline, render
+from ray_operator.cli import dashboard, job, operator, pipeline, render
 
 app = typer.Typer(
     name="ray-operator",
@@ -36,6 +36,7 @@ def _options(
     """Ray on Kubernetes: the operator, jobs and pipelines."""
 operator.register(app)
 render.register(app)
+dashboard.register(app)
 app.add_typer(job.app, name="job")
 app.add_typer(pipeline.app, name="pipeline")
 

@@ -83,8 +83,10 @@ class Kube:
             )
         return self._http
 
-    async def _headers(self, content_type: str | None) -> tuple[dict[str, str], str | None]:
-        headers = {"accept": "application/json", "user-agent": self.user_agent}
+    async def _headers(
+        self, content_type: str | None, extra: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, str], str | None]:
+        headers = {"accept": "application/json", "user-agent": self.user_agent, **(extra or {})}
         token = await self.credentials.authorization()
         if token:
             headers["authorization"] = token
@@ -106,21 +108,27 @@ class Kube:
         content_type: str | None = None,
         stream: bool = False,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        check: bool = True,
     ) -> AsyncIterator[httpx.Response]:
-        """One request, its response open for the block; a refusal raises :class:`KubeError`."""
+        """One request, its response open for the block.
+
+        A refusal raises :class:`KubeError`, unless ``check`` is False: then every answer but a
+        401 is the caller's.
+        """
         client = self._client()
         extensions = {}
         server_name = self.credentials.endpoint.tls_server_name
         if server_name:
             extensions["sni_hostname"] = server_name
         for attempt in (1, 2):
-            headers, token = await self._headers(content_type)
+            sent, token = await self._headers(content_type, headers)
             request = client.build_request(
                 method,
                 path,
                 params=dict(params or {}),
                 content=content,
-                headers=headers,
+                headers=sent,
                 extensions=extensions,
                 timeout=timeout if timeout is not None else self._timeout,
             )
@@ -136,7 +144,7 @@ class Kube:
                     await self.credentials.renew(token)
                     continue
                 self._observe(method, response.status_code)
-                if response.is_error:
+                if check and response.is_error:
                     await response.aread()
                     raise kube_error_from(response, f"{method} {path}: {response.status_code}")
                 yield response
@@ -321,6 +329,25 @@ class Kube:
                         str(status.get("message") or "watch error"),
                     )
                 yield event["type"], event["object"]
+
+    @contextlib.asynccontextmanager
+    async def proxy(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        content: bytes | None,
+        headers: Mapping[str, str],
+    ) -> AsyncIterator[httpx.Response]:
+        """A request through the apiserver's proxy (``.../services/NAME:PORT/proxy/...``).
+
+        The response is streamed and returned whatever its status: the answer is the backend's.
+        """
+        self.requests += 1
+        async with self._send(
+            method, path, params, content, None, stream=True, headers=headers, check=False
+        ) as resp:
+            yield resp
 
     async def close(self) -> None:
         """Close the HTTP session."""

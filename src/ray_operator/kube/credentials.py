@@ -29,6 +29,7 @@ from kubernetes_asyncio.config.incluster_config import (
 )
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
+SERVICE_NAMESPACE_FILENAME = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Token files and in-cluster tokens are read again this often (client-go does the same).
 REREAD_SECONDS = 60.0
 # An exec credential is renewed when this share of its lifetime is left (at least 10 s): early
@@ -94,6 +95,19 @@ class Credentials:
         if self._endpoint is None:
             raise CredentialsError("credentials not loaded yet")
         return self._endpoint
+
+    @property
+    def namespace(self) -> str:
+        """The namespace kubectl would use: the context's, the pod's own, else ``default``."""
+        loader = self._loader
+        if isinstance(loader, KubeConfigLoader):
+            context = loader.current_context or {}
+            found = (context.get("context") or {}).get("namespace")
+            return str(found) if found else "default"
+        try:
+            return Path(SERVICE_NAMESPACE_FILENAME).read_text().strip() or "default"
+        except OSError:
+            return "default"
 
     async def load(self) -> Credentials:
         """Read the credentials now; raises :class:`CredentialsError` naming what is wrong."""
