@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_operator.kube import DEPLOYMENT, EVENT, POD, RAY, SERVICE, Kube, KubeError
+from ray_operator.kube import DEPLOYMENT, EVENT, POD, RAY, SERVICE, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.operator_process import OperatorProcess
@@ -364,7 +364,6 @@ async def test_deleting_the_ray_removes_its_children(
 @pytest.mark.parametrize(
     ("patch", "field", "accepted"),
     [
-        ({"spec": {"head": {"replicas": 2}}}, "spec.head.replicas", "0 or 1"),
         (
             {"spec": {"head": {"template": {"spec": {"containers": []}}}}},
             "spec.head.template.spec.containers",
@@ -427,27 +426,15 @@ async def test_invalid_spec_is_reported_and_others_are_still_served(
     await healthy(kube, namespace)  # the valid one next to it is served
 
 
-async def test_a_name_too_long_for_its_children_is_reported(
-    kube: Kube, namespace: str, pod_runner: PodRunner
-) -> None:
-    manifest = example("ray-simple.yaml")
-    manifest["metadata"]["name"] = "r" * 57
-    await kube.apply_manifest(manifest, namespace)
-    status = await eventually(
-        lambda: ray_status(kube, namespace, "r" * 57),
-        lambda s: s.get("health") == "False",
-        what="Health=False on the long name",
-    )
-    assert "metadata.name" in condition(status, "Health")["message"]
-    assert "at most 56 characters" in condition(status, "Health")["message"]
-
-
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
         ({"worker": {"replicas": -1}}, "spec.worker.replicas"),
         ({"worker": {"replicas": "three"}}, "spec.worker.replicas"),
         ({"head": {"replicas": 1}}, "spec.worker"),
+        # CEL rules of the CRD (the operator checks the same for Rays stored before them).
+        ({"head": {"replicas": 2}, "worker": {}}, "spec.head.replicas"),
+        ({"worker": {}}, "metadata.name must be a DNS-1035 label of at most 56 characters"),
     ],
 )
 async def test_schema_rejects_at_apply_naming_the_field(
@@ -456,7 +443,7 @@ async def test_schema_rejects_at_apply_naming_the_field(
     manifest = {
         "apiVersion": "ray.kubeflow.org/v1",
         "kind": "Ray",
-        "metadata": {"name": "rejected"},
+        "metadata": {"name": "r" * 57 if "metadata.name" in field else "rejected"},
         "spec": spec,
     }
     path = tmp_path / "ray.yaml"
@@ -464,23 +451,6 @@ async def test_schema_rejects_at_apply_naming_the_field(
     result = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode != 0
     assert field in result.stderr
-
-
-async def test_every_example_manifest_is_accepted(kube: Kube, namespace: str) -> None:
-    applied = 0
-    for path in sorted(EXAMPLES.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not isinstance(doc, dict) or doc.get("apiVersion") != "ray.kubeflow.org/v1":
-                continue
-            if doc.get("kind") not in {"Ray", "RayJob", "RayPipeline"}:
-                continue
-            doc["metadata"]["name"] = f"ex{applied}-{doc['metadata']['name']}"[:50]
-            try:
-                await kube.apply_manifest(doc, namespace)
-            except KubeError as exc:  # pragma: no cover - the failure message is the point
-                raise AssertionError(f"{path} was refused: {exc}") from exc
-            applied += 1
-    assert applied >= 3
 
 
 async def test_kubectl_apply_refuses_a_typo_outside_templates(

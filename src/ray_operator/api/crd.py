@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from ray_operator.api.constants import GROUP, VERSION
 from ray_operator.api.ray import RaySpec, RayStatus
+from ray_operator.api.validation import MAX_NAME_LENGTH
 
 Schema = dict[str, Any]
 
@@ -71,8 +72,12 @@ def crd(
     status_model: type[BaseModel],
     printer_columns: list[Schema],
     scale: Schema | None = None,
+    rules: list[Schema] | None = None,
 ) -> Schema:
-    """One namespaced CRD of this project's group, with a status subresource."""
+    """One namespaced CRD of this project's group, with a status subresource.
+
+    ``rules`` are CEL rules on the whole object (for what involves ``metadata.name``).
+    """
     status_schema = openapi_schema(status_model)
     # Keys of status written by other tools are kept, not pruned.
     status_schema["x-kubernetes-preserve-unknown-fields"] = True
@@ -111,6 +116,7 @@ def crd(
                                 "status": status_schema,
                             },
                             "required": ["spec"],
+                            **({"x-kubernetes-validations": rules} if rules else {}),
                         }
                     },
                 }
@@ -121,7 +127,7 @@ def crd(
 
 def ray_crd() -> Schema:
     """The CRD of the ``Ray`` resource."""
-    return crd(
+    definition = crd(
         kind="Ray",
         plural="rays",
         short_names=[],  # not "rc": kubectl already means ReplicationControllers by it
@@ -138,7 +144,27 @@ def ray_crd() -> Schema:
             "statusReplicasPath": ".status.worker.replicas",
             "labelSelectorPath": ".status.workerSelector",
         },
+        rules=[
+            {
+                # The children are {name}-head and {name}-worker: DNS-1035 labels of <= 63.
+                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "message": f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} "
+                "characters (lower case letters, digits and '-', starting with a letter): it "
+                "names the Deployment {name}-worker and the Service {name}-head",
+            }
+        ],
     )
+    version = definition["spec"]["versions"][0]
+    head = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["head"]
+    head["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.replicas) || self.replicas <= 1",
+            "fieldPath": ".replicas",
+            "message": "a Ray cluster has one head: spec.head.replicas is 0 or 1",
+        }
+    ]
+    return definition
 
 
 def all_crds() -> list[Schema]:
