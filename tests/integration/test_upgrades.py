@@ -18,7 +18,12 @@ import yaml
 
 from ray_operator.api.constants import ANNOTATION_DEFAULTS
 from ray_operator.api.validation import validate_ray
-from ray_operator.builders.defaults import legacy_defaults
+from ray_operator.builders.defaults import (
+    CURRENT_REVISION,
+    Defaults,
+    builtin_templates,
+    legacy_defaults,
+)
 from ray_operator.builders.ray_cluster import build_children, plan_cluster
 from ray_operator.kube import DEPLOYMENT, KINDS_BY_NAME, RAY, SERVICE, Kube
 from ray_operator.localkube.pod_runner import PodRunner
@@ -122,7 +127,8 @@ async def test_an_upgrade_writes_nothing_and_a_user_edit_rolls_only_what_it_chan
     await healthy(kube, namespace)
     ray = await kube.get(RAY, NAME, namespace)
     recorded = json.loads(ray["metadata"]["annotations"][ANNOTATION_DEFAULTS])
-    assert recorded["revision"] == 2 and set(recorded) == {"revision", "head", "worker"}
+    assert recorded["revision"] == CURRENT_REVISION
+    assert set(recorded) == {"revision", "head", "worker"}
     before = await versions(kube, namespace)
 
     # (a) A new default image and new default templates: the running cluster is not touched.
@@ -221,3 +227,35 @@ async def adopt_first_release(kube: Kube, namespace: str, upgrades: Upgrades) ->
     recorded = json.loads(ray["metadata"]["annotations"][ANNOTATION_DEFAULTS])
     assert recorded["revision"] == 1
     assert recorded["worker"]["spec"]["containers"][0]["image"] == old_image
+
+
+async def test_a_cluster_of_revision_2_keeps_its_workers_until_the_user_asks_for_the_wait(
+    kube: Kube, namespace: str, pod_runner: PodRunner, upgrades: Upgrades
+) -> None:
+    """Revision 3 adds the GCS wait to workers: a cluster the previous release made (revision 2
+    recorded, children as it built them) is adopted without a write, and gets the wait only
+    when its user asks for the current defaults."""
+    upgrades.session.stop()
+    manifest = yaml.safe_load((ROOT / "examples" / "ray-simple.yaml").read_text())
+    previous = Defaults(2, builtin_templates(2, "rayproject/ray:2.60.0"))
+    manifest["metadata"]["annotations"] = {ANNOTATION_DEFAULTS: previous.annotation()}
+    ray = await kube.create(RAY, manifest, namespace)
+    report = validate_ray(ray)
+    assert report.resource is not None
+    for child in build_children(plan_cluster(report.resource, previous)):
+        await kube.create(KINDS_BY_NAME[child["kind"]], child, namespace)
+    before = await written(kube, namespace)
+    upgrades.current = upgrades.release.operator().start()
+    upgrades.current.wait_ready()
+    await healthy(kube, namespace)
+    await upgrades.current.more_reconciles(2)
+    assert await written(kube, namespace) == before
+
+    await kube.patch(RAY, NAME, {"metadata": {"annotations": {ANNOTATION_DEFAULTS: "current"}}},
+                     namespace)
+
+    async def init_containers() -> list[str]:
+        worker = await kube.get(DEPLOYMENT, f"{NAME}-worker", namespace)
+        return [c["name"] for c in worker["spec"]["template"]["spec"].get("initContainers", [])]
+
+    await eventually(init_containers, lambda names: names == ["wait-gcs"], 30, "the GCS wait")

@@ -10,7 +10,13 @@ import pytest
 import yaml
 
 from ray_operator.api.validation import validate_ray
-from ray_operator.builders.defaults import current_defaults, legacy_defaults
+from ray_operator.builders.defaults import (
+    CURRENT_REVISION,
+    Defaults,
+    builtin_templates,
+    current_defaults,
+    legacy_defaults,
+)
 from ray_operator.builders.ray_cluster import build_children, plan_cluster, service_ports
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -18,19 +24,29 @@ GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "rayproject/ray:2.60.0"
 
 
-def children_of(example: str, revision: int = 2) -> list[dict[str, Any]]:
+def children_of(example: str, revision: int = CURRENT_REVISION) -> list[dict[str, Any]]:
     manifest = yaml.safe_load((EXAMPLES / example).read_text())
     manifest["metadata"].update(namespace="ml", uid="0000-uid")
     report = validate_ray(manifest)
     assert report.ok and report.resource is not None
-    defaults = current_defaults(IMAGE) if revision == 2 else legacy_defaults({}, IMAGE)
+    defaults = (
+        legacy_defaults({}, IMAGE)
+        if revision == 1
+        else Defaults(revision, builtin_templates(revision, IMAGE))
+    )
     plan = plan_cluster(report.resource, defaults, report.unknown_fields)
     return build_children(plan)
 
 
 @pytest.mark.parametrize(
     ("example", "revision"),
-    [("ray-simple.yaml", 2), ("ray-full.yaml", 2), ("ray-simple.yaml", 1)],
+    [
+        ("ray-simple.yaml", 3),
+        ("ray-full.yaml", 3),
+        ("ray-simple.yaml", 2),
+        ("ray-full.yaml", 2),
+        ("ray-simple.yaml", 1),
+    ],
 )
 def test_children_match_the_golden_files(example: str, revision: int) -> None:
     """Each builder revision makes exactly what it made when released (see builders.defaults):
@@ -92,3 +108,36 @@ def test_unnamed_and_udp_ports_get_stable_names() -> None:
         }
     }
     assert [p["name"] for p in service_ports(template)] == ["port-6379", "port-53-udp", "dash"]
+
+
+def _init_containers(example: str, revision: int) -> list[dict[str, Any]]:
+    worker = children_of(example, revision)[2]
+    found: list[dict[str, Any]] = worker["spec"]["template"]["spec"].get("initContainers", [])
+    return found
+
+
+def test_workers_wait_for_the_gcs_from_revision_3_and_older_clusters_stay_as_they_are() -> None:
+    assert _init_containers("ray-simple.yaml", 1) == []
+    assert _init_containers("ray-simple.yaml", 2) == []
+    (wait,) = _init_containers("ray-simple.yaml", 3)
+    assert wait["name"] == "wait-gcs" and wait["image"] == IMAGE
+    assert wait["env"] == [{"name": "RAY_HEAD_SERVICE", "value": "sample-cluster-head"}]
+    # The head exposes its dashboard: the wait polls the head's own readiness endpoint.
+    assert ":8265/api/gcs_healthz" in wait["command"][-1]
+    # The default worker is a restricted pod: so is its wait.
+    assert wait["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_a_user_worker_template_gets_the_wait_from_its_own_container() -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text())
+    worker = manifest["spec"]["worker"]["template"]["spec"]["containers"][0]
+    (wait,) = _init_containers("ray-full.yaml", 3)
+    assert wait["image"] == worker["image"]
+    # This head exposes no dashboard port: Ray's own check of the GCS.
+    assert "health-check" in wait["command"][-1] and "gcs_healthz" not in wait["command"][-1]
+    assert wait["resources"] == {"requests": worker["resources"]["requests"]}  # "limit" is a typo
+    # One of the user's own with that name is theirs to keep, and not doubled.
+    from ray_operator.builders.gcs_wait import with_gcs_wait
+
+    own = {"spec": {"containers": [worker], "initContainers": [{"name": "wait-gcs"}]}}
+    assert with_gcs_wait(own, "x-head", None) == own

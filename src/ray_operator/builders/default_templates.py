@@ -3,7 +3,8 @@
 A cluster keeps the defaults it was created with (recorded on the ``Ray``, see
 :mod:`ray_operator.builders.defaults`), so a revision, once released, never changes: a new default
 is a new revision. Revision 1 is what the first release built; revision 2 runs as the image's
-non-root user and passes Pod Security ``restricted``.
+non-root user and passes Pod Security ``restricted``. Revision 3 keeps revision 2's templates;
+what changed is that the builder adds a wait for the GCS to every worker (builders.gcs_wait).
 """
 
 from __future__ import annotations

@@ -14,12 +14,14 @@ from ray_operator.api.constants import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     MANAGED_BY,
+    PORT_DASHBOARD,
     ROLE_HEAD,
     ROLE_WORKER,
 )
 from ray_operator.api.pod_fields import without_fields
 from ray_operator.api.ray import RayResource, ReplicaSpec
-from ray_operator.builders.defaults import Defaults
+from ray_operator.builders.defaults import WAIT_FOR_GCS_FROM, Defaults
+from ray_operator.builders.gcs_wait import with_gcs_wait
 
 Obj = dict[str, Any]
 
@@ -41,6 +43,7 @@ class ClusterPlan:
     uid: str
     head: RoleSpec
     worker: RoleSpec
+    revision: int  # the builder revision recorded on the Ray (builders.defaults)
 
 
 def head_name(cluster: str) -> str:
@@ -86,6 +89,7 @@ def plan_cluster(
         uid=meta.get("uid", ""),
         head=_role(spec.head, 1, defaults, ROLE_HEAD, drop),
         worker=_role(spec.worker, 1, defaults, ROLE_WORKER, drop),
+        revision=defaults.revision,
     )
 
 
@@ -184,7 +188,14 @@ def build_head_deployment(plan: ClusterPlan) -> Obj:
 def build_worker_deployment(plan: ClusterPlan) -> Obj:
     """The worker Deployment ``{name}-worker``; pods also get ``RAY_HEAD_SERVICE``."""
     env = [_node_ip_env(), {"name": ENV_HEAD_SERVICE, "value": head_name(plan.name)}]
-    return _deployment(plan, ROLE_WORKER, plan.worker, worker_name(plan.name), env)
+    worker = plan.worker
+    if plan.revision >= WAIT_FOR_GCS_FROM:
+        exposed = {p["port"] for p in service_ports(plan.head.template)}
+        dashboard = PORT_DASHBOARD if PORT_DASHBOARD in exposed else None
+        worker = RoleSpec(
+            worker.replicas, with_gcs_wait(worker.template, head_name(plan.name), dashboard)
+        )
+    return _deployment(plan, ROLE_WORKER, worker, worker_name(plan.name), env)
 
 
 def service_ports(template: Obj) -> list[Obj]:

@@ -85,6 +85,7 @@ class LocalPod:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     ready: bool = False
+    initialized: bool = True  # every init container has succeeded
     task: asyncio.Task[None] | None = None
     volumes: dict[str, Path] = field(default_factory=dict)  # volume name -> directory here
 
@@ -242,7 +243,15 @@ class PodRunner:
     async def _supervise(self, local: LocalPod, pod: Obj) -> None:
         data = await self._referenced_data(pod)
         await self._wait_for_service_addresses(local.key[0])
-        containers = pod["spec"]["containers"]
+        init = pod["spec"].get("initContainers") or []
+        # Native sidecars (restartPolicy Always) start in order and then run with the others.
+        sidecars = [c for c in init if c.get("restartPolicy") == "Always"]
+        if len(sidecars) < len(init):
+            local.initialized = False
+            await self._write_status(local, pod, ready=False)
+            await self._run_init_containers(local, pod, data)
+            local.initialized = True
+        containers = [*sidecars, *pod["spec"]["containers"]]
         backoff: dict[str, float] = {}
         while True:
             for container in containers:
@@ -273,6 +282,36 @@ class PodRunner:
                 local.ready = ready
                 await self._write_status(local, pod, ready=ready)
             await asyncio.sleep(1)
+
+    async def _run_init_containers(
+        self, local: LocalPod, pod: Obj, data: dict[tuple[str, str], dict[str, str]]
+    ) -> None:
+        """Each init container to success, in order.
+
+        One that fails is run again after a doubling delay, as a kubelet does for pods that
+        restart (restartPolicy Always).
+        """
+        for container in pod["spec"].get("initContainers") or []:
+            if container.get("restartPolicy") == "Always":
+                local.processes[container["name"]] = self._start_container(
+                    local, pod, container, data
+                )
+                continue
+            name, delay = container["name"], 1.0
+            while True:
+                proc = self._start_container(local, pod, container, data)
+                local.processes[name] = proc
+                while proc.poll() is None:
+                    await asyncio.sleep(0.2)
+                del local.processes[name]
+                if proc.returncode == 0:
+                    break
+                local.restarts[name] = local.restarts.get(name, 0) + 1
+                log.info("init container %s of %s/%s exited with %s; again in %ss",
+                         name, *local.key, proc.returncode, delay)
+                await self._write_status(local, pod, ready=False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _start_container(
         self, local: LocalPod, pod: Obj, container: Obj, data: dict[tuple[str, str], dict[str, str]]
@@ -524,7 +563,11 @@ class PodRunner:
             "hostIP": local.ip,
             "startTime": pod.get("status", {}).get("startTime") or now,
             "conditions": [
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {
+                    "type": "Initialized",
+                    "status": "True" if local.initialized else "False",
+                    "lastTransitionTime": now,
+                },
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                 {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
                 {"type": "Ready", "status": flag, "lastTransitionTime": now},
@@ -535,13 +578,33 @@ class PodRunner:
                     "image": c.get("image", ""),
                     "imageID": "",
                     "ready": ready,
-                    "started": True,
+                    "started": local.initialized,
                     "restartCount": local.restarts.get(c["name"], 0),
-                    "state": {"running": {"startedAt": now}},
+                    "state": (
+                        {"running": {"startedAt": now}}
+                        if local.initialized
+                        else {"waiting": {"reason": "PodInitializing"}}
+                    ),
                 }
                 for c in pod["spec"]["containers"]
             ],
         }
+        if pod["spec"].get("initContainers"):
+            status["initContainerStatuses"] = [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": local.initialized,
+                    "restartCount": local.restarts.get(c["name"], 0),
+                    "state": (
+                        {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                        if local.initialized and c.get("restartPolicy") != "Always"
+                        else {"running": {"startedAt": now}}
+                    ),
+                }
+                for c in pod["spec"]["initContainers"]
+            ]
         try:
             await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
         except KubeError as exc:
