@@ -33,6 +33,7 @@ JUDGED: dict[str, str] = {
     "negative replicas": "spec.worker.replicas",
     "two heads": "spec.head.replicas",
     "no worker": "spec.worker",
+    "suspend as text": "spec.suspend",
     "name too long": "metadata.name",
     "name upper case": "metadata.name",
     "protocol lower case": "ports[0].protocol",

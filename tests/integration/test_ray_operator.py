@@ -470,3 +470,43 @@ async def test_kubectl_apply_refuses_a_typo_outside_templates(
     path.write_text(yaml.safe_dump(manifest))
     done = control_plane.run_kubectl("apply", "-n", namespace, "-f", str(path), check=False)
     assert done.returncode != 0 and "spec.worker.replicas" in done.stderr, done.stderr
+
+
+async def test_suspend_stops_every_pod_and_resume_brings_the_same_cluster_back(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(example("ray-simple.yaml"), namespace)
+    await healthy(kube, namespace)
+    before = await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace)
+    service = await kube.get(SERVICE, "sample-cluster-head", namespace)
+
+    await kube.patch(RAY, "sample-cluster", {"spec": {"suspend": True}}, namespace)
+
+    async def pods() -> list[Obj]:
+        return await kube.list(POD, namespace, "ray.kubeflow.org/cluster=sample-cluster")
+
+    await eventually(pods, lambda found: found == [], what="every pod gone")
+    status = await eventually(
+        lambda: ray_status(kube, namespace),
+        lambda s: "suspended (" in (condition(s, "Health").get("message") or ""),
+        what="Health=False Suspended",
+    )
+    health = condition(status, "Health")
+    assert health["status"] == "False" and health["reason"] == "Suspended"
+    assert status["health"] == "False"
+    # The Service and the user's declared size stay; only the Deployments are at 0.
+    assert (await kube.get(SERVICE, "sample-cluster-head", namespace))["metadata"]["uid"] == (
+        service["metadata"]["uid"]
+    )
+    ray = await kube.get(RAY, "sample-cluster", namespace)
+    assert ray["spec"]["worker"]["replicas"] == 3
+    for name in ("sample-cluster-head", "sample-cluster-worker"):
+        assert (await kube.get(DEPLOYMENT, name, namespace))["spec"]["replicas"] == 0
+
+    await kube.patch(RAY, "sample-cluster", {"spec": {"suspend": False}}, namespace)
+    await healthy(kube, namespace)
+    after = await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace)
+    assert after["spec"]["replicas"] == 3
+    # The same pods as declared: the template did not change, so nothing rolled.
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert len(await pods()) == 4

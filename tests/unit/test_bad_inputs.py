@@ -57,6 +57,7 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
      "spec.worker.replicas: -1"),
     ("two heads", ["validate"], ray(spec__head__replicas=2), {}, 1, "spec.head.replicas: 2"),
     ("no worker", ["validate"], ray(spec__worker=_DELETE), {}, 1, "spec.worker"),
+    ("suspend as text", ["validate"], ray(spec__suspend="yes"), {}, 1, "spec.suspend: 'yes'"),
     ("name too long", ["validate"], ray(metadata__name="a" * 60), {}, 1, "metadata.name"),
     ("name upper case", ["validate"], ray(metadata__name="Big"), {}, 1, "metadata.name: 'Big'"),
     ("protocol lower case", ["validate"], ray(**{f"{HEAD}__ports__0__protocol": "tcp"}), {}, 1,

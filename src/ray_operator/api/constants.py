@@ -53,6 +53,7 @@ REASON_UPDATED: Final = "SuccessfullyUpdate"
 REASON_FAILED_CREATE: Final = "FailedCreate"
 REASON_FAILED_UPDATE: Final = "FailedUpdate"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_SUSPENDED: Final = "Suspended"
 REASON_UNKNOWN_FIELD: Final = "UnknownField"
 
 # A DNS subdomain (RFC 1123): the names of ServiceAccounts, Secrets and most objects.

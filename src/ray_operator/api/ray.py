@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from ray_operator.api.constants import API_VERSION
 
@@ -79,6 +79,11 @@ class RaySpec(_Closed):
         default=None, description="The head (default: one pod of the default head template)."
     )
     worker: ReplicaSpec = Field(description="The workers.")
+    suspend: StrictBool | None = Field(
+        default=None,
+        description="true: every pod of the cluster stops (both Deployments at 0, the Service "
+        "kept); false or absent: the cluster runs as declared.",
+    )
 
 
 class ReplicaStatus(BaseModel):

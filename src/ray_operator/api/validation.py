@@ -28,7 +28,7 @@ _QUANTITY = re.compile(
     r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
 )
 # Fields of the resource's own levels (outside pod templates), for "did you mean".
-_OWN_FIELDS = {"spec": ("head", "worker"), "head": ("replicas", "template"),
+_OWN_FIELDS = {"spec": ("head", "worker", "suspend"), "head": ("replicas", "template"),
                "worker": ("replicas", "template")}
 
 

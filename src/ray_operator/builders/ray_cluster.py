@@ -44,6 +44,7 @@ class ClusterPlan:
     head: RoleSpec
     worker: RoleSpec
     revision: int  # the builder revision recorded on the Ray (builders.defaults)
+    suspended: bool = False  # spec.suspend: both Deployments at 0, whatever replicas say
 
 
 def head_name(cluster: str) -> str:
@@ -83,13 +84,20 @@ def plan_cluster(
     meta = resource.metadata
     spec = resource.spec
     drop = unknown_fields or []
+    head = _role(spec.head, 1, defaults, ROLE_HEAD, drop)
+    worker = _role(spec.worker, 1, defaults, ROLE_WORKER, drop)
+    suspended = bool(spec.suspend)
+    if suspended:
+        # The templates stay as they are: resuming brings back the very same pods.
+        head, worker = RoleSpec(0, head.template), RoleSpec(0, worker.template)
     return ClusterPlan(
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
         uid=meta.get("uid", ""),
-        head=_role(spec.head, 1, defaults, ROLE_HEAD, drop),
-        worker=_role(spec.worker, 1, defaults, ROLE_WORKER, drop),
+        head=head,
+        worker=worker,
         revision=defaults.revision,
+        suspended=suspended,
     )
 
 

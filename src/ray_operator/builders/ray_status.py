@@ -13,6 +13,7 @@ from ray_operator.api.constants import (
     COND_WORKER_AVAILABLE,
     COND_WORKER_PROGRESSING,
     COND_WORKER_REPLICA_FAILURE,
+    REASON_SUSPENDED,
 )
 
 Obj = dict[str, Any]
@@ -43,6 +44,7 @@ class Observed:
     worker_selector: str = ""
     error: str | None = None  # invalid spec or a failed write: Health=False with this message
     error_reason: str = "InvalidSpec"
+    suspended: bool = False  # spec.suspend is true
 
 
 def replica_counts(deployment: Obj | None) -> Obj:
@@ -129,6 +131,16 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
     if failure:
         reason = observed.error_reason if observed.error else "DeploymentFailure"
         health = _merge(prev_conds, COND_HEALTH, "False", reason, failure, now)
+    elif observed.suspended:
+        running = replica_counts(observed.head)["replicas"] + replica_counts(observed.worker)[
+            "replicas"
+        ]
+        message = (
+            "suspended (spec.suspend: true): no pod runs; set spec.suspend to false to resume"
+            if running == 0
+            else f"suspending (spec.suspend: true): {running} pod(s) still stopping"
+        )
+        health = _merge(prev_conds, COND_HEALTH, "False", REASON_SUSPENDED, message, now)
     elif head_ok and worker_ok:
         health = _merge(
             prev_conds,

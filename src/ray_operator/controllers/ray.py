@@ -221,8 +221,9 @@ class RayController:
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
         self._children_written(key)
+        suspended = plan is not None and plan.suspended
         in_sync = await self._write_status(
-            body, key, generation, head_desired, worker_desired, failure
+            body, key, generation, head_desired, worker_desired, failure, suspended
         )
         if in_sync and failure is None and self._versions(body, key) == versions:
             self.settled[key] = versions
@@ -316,6 +317,7 @@ class RayController:
         head_desired: int,
         worker_desired: int,
         failure: ChildFailure | None,
+        suspended: bool = False,
     ) -> bool:
         """Write the status if it changed; True when what is written is already true."""
         ns, name = key
@@ -328,6 +330,7 @@ class RayController:
             worker_selector=worker_selector(name),
             error=failure.message if failure else None,
             error_reason=failure.reason if failure else REASON_INVALID_SPEC,
+            suspended=suspended,
         )
         previous = body.get("status") or {}
         now = now_rfc3339()
