@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,13 @@ def file_location(config: JobConfig, path: str) -> S3Location:
     return S3Location(config.upload_bucket, f"{config.s3_prefix}files/{Path(path).name}")
 
 
-async def archive(config: JobConfig, store: ObjectStore, logs: str) -> ArchiveResult:
-    """Upload the log, then each listed file; failures are collected, not raised."""
+async def archive(
+    config: JobConfig, store: ObjectStore, upload_log: Callable[[S3Location], Awaitable[None]]
+) -> ArchiveResult:
+    """Upload the log, then each listed file, part by part; failures are collected.
+
+    ``upload_log`` streams the log to the location it is given.
+    """
     result = ArchiveResult()
     logs_at = config.logs_location
     if logs_at is None:
@@ -33,19 +39,20 @@ async def archive(config: JobConfig, store: ObjectStore, logs: str) -> ArchiveRe
             result.errors.append("s3upload.files is set but s3upload.bucket is empty")
         return result
     try:
-        await store.put(logs_at, logs.encode(), "text/plain; charset=utf-8")
+        await upload_log(logs_at)
         result.logs_url = str(logs_at)
     except ObjectStoreError as exc:
         result.errors.append(f"log upload failed: {exc}")
     for path in config.upload_files:
         target = file_location(config, path)
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb"):  # a clear message for a file that is not there or not ours
+                pass
         except OSError as exc:
             result.errors.append(f"s3upload.files: cannot read {path!r}: {exc.strerror}")
             continue
         try:
-            await store.put(target, data, "application/octet-stream")
+            await store.put_file(target, Path(path), "application/octet-stream")
             result.files.append(str(target))
         except ObjectStoreError as exc:
             result.errors.append(f"s3upload.files: {exc}")

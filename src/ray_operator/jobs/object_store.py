@@ -1,5 +1,9 @@
 """S3 access for the runner: read scripts and parameters, upload logs and files.
 
+Uploads go through boto3's managed transfer (s3transfer): multipart above one part's size, a
+few parts in flight, so memory stays bounded whatever the size of a log or a file. A log comes
+as a stream of chunks from the job API and is uploaded as it arrives, never held whole.
+
 Credentials come only from the mounted Secret (one file per key) or, when none is mounted, from
 the standard AWS chain (env, IRSA web identity, instance profile). They are never printed: errors
 name the bucket, the key and the endpoint, not the credentials.
@@ -8,8 +12,10 @@ name the bucket, the key and the endpoint, not the credentials.
 from __future__ import annotations
 
 import asyncio
+import io
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from ray_operator.api.jobdata import S3Location
 from ray_operator.jobs.config import S3Settings
@@ -22,6 +28,11 @@ _ACCESS_KEY_FILES: Final = ("AWS_ACCESS_KEY_ID", "accessKey", "access_key", "acc
 _SECRET_KEY_FILES: Final = ("AWS_SECRET_ACCESS_KEY", "secretKey", "secret_key", "secretkey")
 _SESSION_TOKEN_FILES: Final = ("AWS_SESSION_TOKEN", "sessionToken")
 _REGION_FILES: Final = ("AWS_REGION", "AWS_DEFAULT_REGION", "region")
+
+
+# One part is 8 MiB and four are in flight: about 40 MiB of buffers at most, whatever the size.
+PART_BYTES: Final = 8 * 1024 * 1024
+PARTS_IN_FLIGHT: Final = 4
 
 
 class ObjectStoreError(RuntimeError):
@@ -106,13 +117,51 @@ class ObjectStore:
             ) from None
 
     async def put(self, location: S3Location, data: bytes, content_type: str) -> None:
-        """Write one object."""
+        """Write one small object."""
 
         def write() -> None:
             self._s3().put_object(
                 Bucket=location.bucket, Key=location.key, Body=data, ContentType=content_type
             )
 
+        await self._upload(location, write)
+
+    async def put_file(self, location: S3Location, path: Path, content_type: str) -> None:
+        """Upload a file, part by part."""
+
+        def write() -> None:
+            self._s3().upload_file(
+                str(path), location.bucket, location.key,
+                ExtraArgs={"ContentType": content_type}, Config=_transfer_config(),
+            )
+
+        await self._upload(location, write)
+
+    async def put_stream(
+        self, location: S3Location, chunks: AsyncIterator[bytes], content_type: str
+    ) -> int:
+        """Upload what ``chunks`` yields as one object, as it comes; the bytes uploaded.
+
+        An error of the stream itself (the job API went away) is raised as it is, so that the
+        caller can tell it from a refusal of S3 and try again.
+        """
+        reader = _ChunkReader(chunks, asyncio.get_running_loop())
+
+        def write() -> None:
+            self._s3().upload_fileobj(
+                cast("IO[bytes]", reader), location.bucket, location.key,
+                ExtraArgs={"ContentType": content_type}, Config=_transfer_config(),
+            )
+
+        try:
+            await self._upload(location, write)
+        except ObjectStoreError:
+            if reader.source_error is not None:
+                raise reader.source_error from None
+            raise
+        return reader.total
+
+    async def _upload(self, location: S3Location, write: Any) -> None:
         try:
             await asyncio.to_thread(write)
         except Exception as exc:
@@ -121,6 +170,57 @@ class ObjectStore:
                 f"cannot upload to bucket {location.bucket!r}, key {location.key!r} at "
                 f"{self.where}: {code or type(exc).__name__}"
             ) from None
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=PART_BYTES,
+        multipart_chunksize=PART_BYTES,
+        max_concurrency=PARTS_IN_FLIGHT,
+    )
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file boto3 reads in its thread, filled from an async iterator on the event loop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks
+        self._loop = loop
+        self._pending = bytearray()
+        self._done = False
+        self.total = 0
+        self.source_error: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._pending) < size):
+            try:
+                chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            except Exception as exc:
+                self.source_error = exc
+                raise
+            if chunk is None:
+                self._done = True
+                break
+            self._pending += chunk
+        end = len(self._pending) if size < 0 else min(size, len(self._pending))
+        out = bytes(self._pending[:end])
+        del self._pending[:end]
+        self.total += len(out)
+        return out
+
+    async def _next(self) -> bytes | None:
+        # None, not StopAsyncIteration: that exception does not cross a future well.
+        return await anext(self._chunks, None)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _error_code(exc: Exception) -> str:

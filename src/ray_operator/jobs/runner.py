@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
@@ -28,6 +28,7 @@ from ray_operator.api.jobdata import (
     STATUS_START_TIME,
     STATUS_SUBMIT_TIME,
     ConfigError,
+    S3Location,
 )
 from ray_operator.jobs.archive import archive
 from ray_operator.jobs.config import (
@@ -63,6 +64,7 @@ REASON_LOST: Final = "JobLost"
 REASON_ARCHIVE: Final = "ArchiveFailed"
 REASON_STOPPED: Final = "Stopped"
 REASON_SUBMIT: Final = "SubmitFailed"
+LOG_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
 
 # Test hook: the runner SIGKILLs itself at this step, to prove a restart never submits twice.
 ENV_CRASH_AT: Final = "RAY_JOB_RUNNER_CRASH_AT"
@@ -347,12 +349,9 @@ class JobRunner:
             await asyncio.wait({tail}, timeout=3)
         ok = status[STATUS_JOB] == SUCCEEDED
         if config.upload_bucket:
-            try:
-                logs = await self._retry(config, lambda: client.logs(info.submission_id))
-            except JobFailedError as exc:
-                logs = ""
-                message += f"; logs not available: {exc.message}"
-            result = await archive(config, store, logs)
+            result = await archive(
+                config, store, lambda at: self._upload_log(config, client, store, info, at)
+            )
             extra: dict[str, str] = {}
             if result.logs_url:
                 message = f"{message}; logs at {result.logs_url}".lstrip("; ")
@@ -366,6 +365,32 @@ class JobRunner:
             await self._write({**extra, STATUS_MESSAGE: message})
         log.info("job %s ended: %s %s", config.name, status[STATUS_JOB], message)
         return 0 if ok else 1
+
+    async def _upload_log(
+        self,
+        config: JobConfig,
+        client: RayJobsClient,
+        store: ObjectStore,
+        info: JobInfo,
+        at: S3Location,
+    ) -> None:
+        """Stream the ended job's whole log from the job API into S3, never holding it whole.
+
+        The tail stream of an ended job sends the log from its start and closes; if the job API
+        goes away meanwhile, the upload starts again (while the runner's retry budget lasts).
+        """
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for text in client.tail_logs(info.submission_id):
+                yield text.encode()
+
+        try:
+            await self._retry(config, lambda: store.put_stream(at, chunks(), LOG_CONTENT_TYPE))
+        except (JobFailedError, RayApiError) as exc:
+            detail = exc.message if isinstance(exc, JobFailedError) else str(exc)
+            raise ObjectStoreError(
+                f"the log could not be read from the job API: {detail}"
+            ) from None
 
     async def _fail(self, reason: str, message: str) -> None:
         log.error("job %s failed: %s", self.name, message)

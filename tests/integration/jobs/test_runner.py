@@ -425,3 +425,50 @@ async def test_head_lost_while_running_fails_the_job(
     assert data["status.reason"] == "JobLost"
     assert "lost the Ray head while job" in data["status.message"]
     assert head.address in data["status.message"]
+
+
+async def test_s3_credentials_from_irsa_web_identity_settings(
+    kube: Kube,
+    namespace: str,
+    control_plane: LocalControlPlane,
+    ray_head: RayHead,
+    s3: Any,
+    s3_server: str,
+    tmp_path: Path,
+) -> None:
+    """The settings EKS's IRSA webhook gives a pod (a role and a token file), with STS at the
+    local server (moto accepts AssumeRoleWithWebIdentity): no static key anywhere, and the
+    log still reaches S3. Without them the same runner has no credentials: the chain is what
+    made the difference."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bWw6cmF5In0.c2ln")
+    no_keys = {
+        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "us-east-1",
+    }
+    irsa = {
+        "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/ray-jobs",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+        "AWS_ROLE_SESSION_NAME": "runner",
+        "AWS_ENDPOINT_URL_STS": s3_server,
+    }
+    for name, env in (("job-no-creds", no_keys), ("job-irsa", {**no_keys, **irsa})):
+        await kube.create(
+            CONFIGMAP,
+            configmap(name, {
+                "resourceURL": ray_head.address,
+                "jobdata.jobScript": "print('hello from IRSA')",
+                "s3.endpoint": s3_server,
+                "s3upload.bucket": BUCKET,
+                "updateInterval": "0.5",
+            }),
+            namespace,
+        )
+        await run_runner(control_plane.kubeconfig, namespace, name, **env)
+    without = (await kube.get(CONFIGMAP, "job-no-creds", namespace))["data"]
+    assert "log upload failed" in without["status.message"], without
+    assert "status.logsURL" not in without
+    with_irsa = (await kube.get(CONFIGMAP, "job-irsa", namespace))["data"]
+    assert with_irsa["status.logsURL"] == f"s3://{BUCKET}/job-irsa/logs", with_irsa
+    body = s3.get_object(Bucket=BUCKET, Key="job-irsa/logs")["Body"].read()
+    assert b"hello from IRSA" in body
