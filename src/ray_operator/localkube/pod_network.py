@@ -132,4 +132,8 @@ class PodNetwork:
             subprocess.run(["kill", "-9", *pids], capture_output=True, check=False)
         _ip("netns", "del", netns, check=False)
         index = int(netns.rsplit("-", 1)[1])
+        # A killed process can hold the namespace (and so the veth's peer) a little longer
+        # than "netns del" takes: the index would then be reused while its veth name is still
+        # taken. Deleting our end removes the pair at once.
+        _ip("link", "del", f"rv{self.runner_id}{index}", check=False)
         self._free.append(index)
