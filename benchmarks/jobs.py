@@ -1,9 +1,12 @@
-"""Jobs benchmark: 20 trivial jobs through the runner vs. Ray's JobSubmissionClient directly.
+"""Jobs benchmark: 20 trivial jobs through the runner vs. Ray's JobSubmissionClient directly;
+then one job whose log is 1 GiB, with a 1 GiB file to upload, archived by a runner process to
+the local S3 server (moto), its peak RSS sampled, its upload time against boto3's own
+``upload_file`` of the same file in the same run.
 
 Prints the figures and writes benchmarks/results/jobs.json. Not a timed test. Needs the kube
 binaries (scripts/build-kube.sh) for the apiserver the runner writes its ConfigMaps to.
 
-    .venv/bin/python benchmarks/jobs.py [--jobs 20]
+    .venv/bin/python benchmarks/jobs.py [--jobs 20] [--upload-mib 1024]
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -103,15 +107,19 @@ async def through_runner(kube: Kube, address: str, n: int) -> tuple[float, list[
     return total, lags
 
 
-def runner_rss(cp: LocalControlPlane, kube_ns: str, address: str) -> float:
+def runner_rss(
+    cp: LocalControlPlane, kube_ns: str, address: str, name: str = "rss",
+    extra_env: dict[str, str] | None = None,
+) -> float:
     """Peak RSS (MB) of one runner process following one job, sampled every 50 ms."""
     import os
 
     env = {
         **os.environ,
         "KUBECONFIG": str(cp.kubeconfig),
-        "RAY_JOB_CONFIGMAP": "rss",
+        "RAY_JOB_CONFIGMAP": name,
         "RAY_JOB_NAMESPACE": kube_ns,
+        **(extra_env or {}),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "ray_operator.jobs"],
@@ -130,7 +138,93 @@ def runner_rss(cp: LocalControlPlane, kube_ns: str, address: str) -> float:
     return peak / 2**20
 
 
-async def main(n: int) -> dict[str, object]:
+# Prints ``mib`` MiB of 1 KiB lines: a log of that size.
+BIG_LOG = """
+import sys
+line = "x" * 1023 + "\\n"
+for _ in range({lines}):
+    sys.stdout.write(line)
+"""
+BUCKET = "bench-uploads"
+
+
+async def uploads(
+    cp: LocalControlPlane, kube: Kube, address: str, mib: int, workdir: Path
+) -> dict[str, object]:
+    """A runner archives a ``mib`` MiB log and a ``mib`` MiB file; boto3 uploads the same file."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.fixtures.ray_head import free_port
+    from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, s3_client
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION}
+    try:
+        s3 = s3_client(endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        big = workdir / "big.bin"
+        with big.open("wb") as out:
+            block = os.urandom(2**20)
+            for _ in range(mib):
+                out.write(block)
+        # The baseline: boto3's managed transfer (defaults, as aws s3 cp has) of as many bytes
+        # as the runner sends: the file twice (the runner: the log, then the file).
+        start = time.monotonic()
+        s3.upload_file(str(big), BUCKET, "baseline/big-1.bin")
+        s3.upload_file(str(big), BUCKET, "baseline/big-2.bin")
+        baseline_s = time.monotonic() - start
+        ns = f"bench-upload-{int(time.time())}"
+        await kube.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
+                                      "metadata": {"name": ns}})
+        await kube.create(CONFIGMAP, {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+            "data": {
+                "resourceURL": address,
+                "jobdata.jobScript": BIG_LOG.format(lines=mib * 1024),
+                "s3.endpoint": endpoint,
+                "s3upload.bucket": BUCKET,
+                "s3upload.files": str(big),
+            },
+        }, ns)
+        start = time.monotonic()
+        runner = asyncio.create_task(
+            asyncio.to_thread(runner_rss, cp, ns, address, "big", keys)
+        )
+        ended = None  # when the ConfigMap first shows the job ended: the archive starts then
+        while not runner.done():
+            data = (await kube.get(CONFIGMAP, "big", ns))["data"]
+            if ended is None and data.get("status.jobStatus") in TERMINAL:
+                ended = time.monotonic()
+            await asyncio.sleep(0.2)
+        rss = await runner
+        done = time.monotonic()
+        assert ended is not None
+        data = (await kube.get(CONFIGMAP, "big", ns))["data"]
+        assert data.get("status.jobStatus") == "SUCCEEDED", data
+        listed = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+        mine = {k: v for k, v in listed.items() if not k.startswith("baseline/")}
+        # Whole: the file byte for byte in size, the log at least its 1 KiB lines.
+        assert sorted(mine.values())[0] >= mib * 2**20 and len(mine) == 2, listed
+        await kube.delete(NAMESPACE, ns)
+        big.unlink()
+    finally:
+        server.stop()
+    return {
+        "upload_mib": mib,
+        "objects": mine,
+        "runner_job_s": round(ended - start, 1),
+        "runner_archive_s": round(done - ended, 1),
+        "boto3_upload_file_twice_s": round(baseline_s, 1),
+        "archive_vs_boto3": round((done - ended) / baseline_s, 2),
+        "runner_peak_rss_mb_with_uploads": round(rss, 1),
+    }
+
+
+async def main(n: int, upload_mib: int) -> dict[str, object]:
     with LocalControlPlane() as cp, RayHead() as head:
         kube = await Kube.connect(str(cp.kubeconfig))
         # Warm Ray up (first job starts workers), so neither side pays for it.
@@ -151,6 +245,7 @@ async def main(n: int) -> dict[str, object]:
             "bench-rss",
         )
         rss = runner_rss(cp, "bench-rss", head.address)
+        big = await uploads(cp, kube, head.address, upload_mib, Path("/var/tmp"))
         await kube.close()
     lags.sort()
     p95 = lags[max(0, int(round(0.95 * len(lags))) - 1)]
@@ -165,14 +260,18 @@ async def main(n: int) -> dict[str, object]:
         "status_lag_p50_s": round(statistics.median(lags), 3),
         "status_lag_p95_s": round(p95, 3),
         "runner_peak_rss_mb": round(rss, 1),
-        "targets": {"runner_vs_direct": 1.2, "status_lag_p95_s": 2.0, "runner_peak_rss_mb": 150},
+        "uploads": big,
+        "targets": {"runner_vs_direct": 1.2, "status_lag_p95_s": 2.0, "runner_peak_rss_mb": 150,
+                    "runner_peak_rss_mb_with_uploads": 150},
     }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20)
-    result = asyncio.run(main(parser.parse_args().jobs))
+    parser.add_argument("--upload-mib", type=int, default=1024)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.jobs, args.upload_mib))
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results" / "jobs.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray_operator.kube import CONFIGMAP, ENDPOINTS, SECRET, Kube
+from ray_operator.api.constants import LABEL_RAYJOB
+from ray_operator.kube import CONFIGMAP, ENDPOINTS, POD, SECRET, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_env import container_argv, container_env
 from ray_operator.localkube.service_account import (
@@ -151,3 +152,36 @@ async def service_hosts(kube: Kube, namespace: str) -> str:
                      f"{name}.{namespace}.svc.cluster.local"]
             lines.append(" ".join([addresses[0], *forms]))
     return "\n".join(lines) + "\n"
+
+
+class RunnerPods:
+    """The kubelet's part for runner Pods: each one that appears runs once, to its end."""
+
+    def __init__(self, kube: Kube, cp: LocalControlPlane, namespace: str, workdir: Path) -> None:
+        self.kube, self.cp, self.namespace, self.workdir = kube, cp, namespace, workdir
+        self.started: dict[str, subprocess.Popen[str]] = {}
+        self.outputs: dict[str, str] = {}
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for pod in await self.kube.list(POD, self.namespace, LABEL_RAYJOB):
+                name = pod["metadata"]["name"]
+                if name in self.started or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                hosts = self.workdir / f"{name}.hosts"
+                hosts.write_text(await service_hosts(self.kube, self.namespace))
+                work = self.workdir / name
+                work.mkdir()
+                self.started[name] = await start_pod(self.kube, self.cp, pod, work, hosts)
+                asyncio.create_task(self._collect(name))
+            await asyncio.sleep(0.5)
+
+    async def _collect(self, name: str) -> None:
+        self.outputs[name] = (await finish(self.started[name], timeout=900)).output
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        for proc in self.started.values():
+            if proc.poll() is None:
+                proc.kill()

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ray_operator.api.constants import LABEL_RAYJOB
 from ray_operator.cli import app
 from ray_operator.kube import (
     PERSISTENT_VOLUME,
     PERSISTENT_VOLUME_CLAIM,
-    POD,
     RAYJOB,
     RAYPIPELINE,
     Kube,
@@ -33,7 +30,7 @@ from ray_operator.kube import (
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.operator_process import OperatorProcess
-from tests.runner_pod import finish, service_hosts, start_pod
+from tests.runner_pod import RunnerPods
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "pipelines" / "train-inference"
 EPOCHS = 3
@@ -68,39 +65,6 @@ async def volume_and_claim(kube: Kube, namespace: str, directory: Path) -> str:
                  "resources": {"requests": {"storage": "1Gi"}}},
     }, namespace)
     return name
-
-
-class RunnerPods:
-    """The kubelet's part for runner Pods: each one that appears runs once, to its end."""
-
-    def __init__(self, kube: Kube, cp: LocalControlPlane, namespace: str, workdir: Path) -> None:
-        self.kube, self.cp, self.namespace, self.workdir = kube, cp, namespace, workdir
-        self.started: dict[str, subprocess.Popen[str]] = {}
-        self.outputs: dict[str, str] = {}
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for pod in await self.kube.list(POD, self.namespace, LABEL_RAYJOB):
-                name = pod["metadata"]["name"]
-                if name in self.started or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                hosts = self.workdir / f"{name}.hosts"
-                hosts.write_text(await service_hosts(self.kube, self.namespace))
-                work = self.workdir / name
-                work.mkdir()
-                self.started[name] = await start_pod(self.kube, self.cp, pod, work, hosts)
-                asyncio.create_task(self._collect(name))
-            await asyncio.sleep(0.5)
-
-    async def _collect(self, name: str) -> None:
-        self.outputs[name] = (await finish(self.started[name], timeout=900)).output
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        for proc in self.started.values():
-            if proc.poll() is None:
-                proc.kill()
 
 
 @pytest.mark.slow

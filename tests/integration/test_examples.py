@@ -44,6 +44,10 @@ CLAIMS: dict[str, list[str]] = {
         "tests/integration/jobs/test_rayjob_controller.py::"
         "test_rayjob_runs_on_ray_and_reports_status_and_logs",
     ],
+    "rayjob-own-cluster.yaml": [
+        "tests/e2e/test_rayjob_own_cluster.py::"
+        "test_a_job_with_its_own_cluster_runs_on_it_and_removes_it_after_the_ttl",
+    ],
     "pipelines/train-inference/pipeline.yaml": [
         "tests/e2e/test_pipeline_in_cluster.py::"
         "test_the_example_pipeline_runs_in_the_cluster_with_its_volume",

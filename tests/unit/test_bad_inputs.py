@@ -105,6 +105,14 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
      "env[0].name='RAY_JOB_NAME'"),
     ("job service account name", ["validate"], job(serviceAccountName="Bad_SA"), {}, 1,
      "spec.serviceAccountName='Bad_SA'"),
+    ("job cluster and clusterSpec", ["validate"], job(clusterSpec={"worker": {}}), {}, 1,
+     "set exactly one"),
+    ("job ttl without clusterSpec", ["validate"], job(ttlSecondsAfterFinished=30), {}, 1,
+     "only for a Ray of the job's own"),
+    ("job clusterSpec typo", ["validate"], job(cluster=None, clusterSpec={"worker": {
+        "replica": 1}}), {}, 1, "spec.clusterSpec.worker.replica"),
+    ("job clusterSpec two heads", ["validate"], job(cluster=None, clusterSpec={
+        "head": {"replicas": 2}, "worker": {}}), {}, 1, "spec.clusterSpec.head.replicas: 2"),
     # --- RayPipeline -----------------------------------------------------------------------
     ("pipeline typo", ["validate"], PIPELINE + "  stpes: []\n", {}, 1, "spec.stpes"),
     ("pipeline step name", ["validate"], PIPELINE + "  steps: [{name: Train, script: x}]\n", {},

@@ -46,3 +46,15 @@ def test_render_refuses_what_validate_refuses(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["render", str(bad)])
     assert result.exit_code == 1
     assert "spec.head.replicas" in result.output and "0 or 1" in result.output
+
+
+def test_a_job_with_its_own_cluster_renders_that_ray_first_and_points_at_it() -> None:
+    result = CliRunner().invoke(app, ["render", str(EXAMPLES / "rayjob-own-cluster.yaml")])
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.output))
+    ray = docs[0]
+    assert (ray["kind"], ray["metadata"]["name"]) == ("Ray", "count-nodes-ray")
+    assert ray["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+    assert ray["spec"] == {"worker": {"replicas": 1}}
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert configmap["data"]["resourceURL"] == "http://count-nodes-ray-head.default.svc:8265"

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ray_operator.api.ray import RaySpec
+
 
 class RayJobS3(BaseModel):
     """How the job and its runner reach S3."""
@@ -100,6 +102,22 @@ class RayJobSpec(BaseModel):
 
     cluster: str | None = Field(default=None, description="Name of a Ray in this namespace.")
     address: str | None = Field(default=None, description="Ray job API URL (instead of cluster).")
+    clusterSpec: RaySpec | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "A Ray of the job's own, named {job}-ray: created before the job runs, deleted "
+            "after it ends (shutdownAfterJobFinishes). Instead of cluster or address."
+        ),
+    )
+    shutdownAfterJobFinishes: bool | None = Field(  # noqa: N815
+        default=None,
+        description="Delete the job's own Ray (clusterSpec) when the job ends; default true.",
+    )
+    ttlSecondsAfterFinished: int = Field(  # noqa: N815
+        default=0,
+        ge=0,
+        description="Keep the job's own Ray this many seconds after the job ends (to read logs).",
+    )
     script: str = Field(description="Script text, an S3 object (bucket:key, s3://...) or a path.")
     scriptLocation: Literal["inline", "s3", "file"] = Field(  # noqa: N815
         default="inline", description="Where script is."
@@ -141,13 +159,29 @@ class RayJobSpec(BaseModel):
     )
 
     def target_error(self) -> str | None:
-        """Exactly one of cluster and address; the message names both fields."""
-        if bool(self.cluster) == bool(self.address):
+        """Exactly one of cluster, address and clusterSpec; the message names the fields."""
+        given = [bool(self.cluster), bool(self.address), self.clusterSpec is not None]
+        if sum(given) != 1:
+            own = "given" if self.clusterSpec is not None else "absent"
             return (
-                f"spec.cluster={self.cluster!r}, spec.address={self.address!r}: "
-                "set exactly one (a Ray name in this namespace, or a job API URL)"
+                f"spec.cluster={self.cluster!r}, spec.address={self.address!r}, spec.clusterSpec "
+                f"{own}: set exactly one (a Ray name in this namespace, a job API URL, or the "
+                "spec of a Ray of the job's own)"
+            )
+        if self.clusterSpec is None and (
+            self.shutdownAfterJobFinishes is not None or self.ttlSecondsAfterFinished
+        ):
+            return (
+                f"spec.shutdownAfterJobFinishes={self.shutdownAfterJobFinishes!r}, "
+                f"spec.ttlSecondsAfterFinished={self.ttlSecondsAfterFinished!r}: only for a Ray "
+                "of the job's own (spec.clusterSpec); a Ray named in spec.cluster is never deleted"
             )
         return None
+
+    @property
+    def deletes_its_cluster(self) -> bool:
+        """The job's own Ray goes when the job ends."""
+        return self.clusterSpec is not None and self.shutdownAfterJobFinishes is not False
 
 
 class RayJobStatus(BaseModel):
@@ -162,6 +196,8 @@ class RayJobStatus(BaseModel):
     reason: str | None = None
     logsURL: str | None = None  # noqa: N815
     runnerRestarts: int | None = None  # noqa: N815
+    rayClusterName: str | None = None  # noqa: N815
+    rayClusterStatus: str | None = None  # noqa: N815
 
 
 def rayjob_crd() -> dict[str, Any]:
@@ -177,6 +213,8 @@ def rayjob_crd() -> dict[str, Any]:
         printer_columns=[
             {"name": "Status", "type": "string", "jsonPath": ".status.jobStatus"},
             {"name": "Submission", "type": "string", "jsonPath": ".status.submissionId"},
+            {"name": "Cluster", "type": "string", "jsonPath": ".status.rayClusterName",
+             "priority": 1},
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],

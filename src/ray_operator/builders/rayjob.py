@@ -11,6 +11,7 @@ from typing import Any, Final
 from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, LABEL_RAYJOB, MANAGED_BY
 from ray_operator.api.jobdata import KEY_ID, STATUS_JOB, STATUS_START_TIME, STATUS_SUBMIT_TIME
 from ray_operator.api.rayjob import RayJobSpec
+from ray_operator.api.validation import MAX_NAME_LENGTH
 from ray_operator.builders.rayjob_status import MIRRORED, job_address
 
 Obj = dict[str, Any]
@@ -26,6 +27,36 @@ UPLOAD_MARGIN_SECONDS: Final = 300
 def child_name(job: str) -> str:
     """The name shared by every child of RayJob ``job``."""
     return f"{job}-rayjob"
+
+
+def job_cluster_name(job: str) -> str:
+    """The name of the Ray a RayJob with ``spec.clusterSpec`` brings."""
+    return f"{job}-ray"
+
+
+def job_cluster_error(job: str) -> str | None:
+    """Why ``job`` cannot name a Ray of its own, if it cannot."""
+    name = job_cluster_name(job)
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"metadata.name={job!r}: with spec.clusterSpec the job's Ray is named {name!r}, "
+            f"longer than a Ray's {MAX_NAME_LENGTH} characters; use a name of at most "
+            f"{MAX_NAME_LENGTH - len(job_cluster_name(''))} characters"
+        )
+    return None
+
+
+def build_job_cluster(job: str, uid: str, namespace: str, spec: RayJobSpec) -> Obj:
+    """The Ray of ``spec.clusterSpec``, owned by the RayJob (deleting the job deletes it)."""
+    assert spec.clusterSpec is not None
+    meta = _meta(job, uid, job_cluster_name(job))
+    meta["namespace"] = namespace
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Ray",
+        "metadata": meta,
+        "spec": spec.clusterSpec.model_dump(exclude_none=True, by_alias=True),
+    }
 
 
 def _meta(job: str, uid: str, name: str | None = None) -> Obj:

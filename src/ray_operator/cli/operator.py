@@ -13,6 +13,7 @@ import yaml
 from ray_operator.api.crd import all_crds
 from ray_operator.api.pipeline import PipelineSpecError, parse_pipeline
 from ray_operator.api.validation import validate_ray
+from ray_operator.builders.rayjob import build_job_cluster, job_cluster_error
 from ray_operator.builders.rayjob_status import check_spec
 from ray_operator.cli.manifests import Document, ManifestError, identify, read_documents
 
@@ -104,7 +105,22 @@ def _check(doc: Document) -> tuple[list[str], list[str]]:
         return [str(p) for p in report.errors], unknown
     if doc.kind == "RayJob":
         checked = check_spec(doc.body.get("spec"))
-        return ([checked.error or "invalid spec"] if checked.spec is None else []), []
+        if checked.spec is None:
+            return [checked.error or "invalid spec"], []
+        if checked.spec.clusterSpec is None:
+            return [], []
+        # The job's own Ray, judged as the Ray it becomes, its fields named where they are.
+        error = job_cluster_error(doc.name)
+        if error is not None:
+            return [error], []
+        ray = build_job_cluster(doc.name, "", "default", checked.spec)
+        report = validate_ray(ray)
+        errors = [str(p).replace("spec.", "spec.clusterSpec.", 1) for p in report.errors]
+        unknown = [
+            f"unknown field {f.replace('spec.', 'spec.clusterSpec.', 1)} is ignored"
+            for f in report.unknown_fields
+        ]
+        return errors, unknown
     try:
         parse_pipeline(doc.body, doc.name)
     except PipelineSpecError as exc:

@@ -20,7 +20,12 @@ from ray_operator.api.constants import GROUP
 from ray_operator.api.validation import validate_ray
 from ray_operator.builders.defaults import Defaults, DefaultsError, current_defaults, read_defaults
 from ray_operator.builders.ray_cluster import build_children, plan_cluster, roles_using_defaults
-from ray_operator.builders.rayjob import build_rayjob_children
+from ray_operator.builders.rayjob import (
+    build_job_cluster,
+    build_rayjob_children,
+    job_cluster_error,
+    job_cluster_name,
+)
 from ray_operator.builders.rayjob_status import check_spec
 from ray_operator.cli.manifests import ManifestError, read_documents
 
@@ -55,9 +60,17 @@ def render_rayjob(doc: Obj, runner_image: str, pull_secrets: tuple[str, ...] = (
         raise RenderError(checked.error or "invalid spec")
     meta = doc.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
-    children = build_rayjob_children(
-        meta.get("name", ""), meta.get("uid", ""), namespace, checked.spec, runner_image, None, {},
-        pull_secrets,
+    name, uid, spec = meta.get("name", ""), meta.get("uid", ""), checked.spec
+    own: list[Obj] = []
+    if spec.clusterSpec is not None:
+        error = job_cluster_error(name)
+        if error is not None:
+            raise RenderError(error)
+        # The job's own Ray first (its children: render that Ray), then the job's children.
+        own = [build_job_cluster(name, uid, namespace, spec)]
+        spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+    children = own + build_rayjob_children(
+        name, uid, namespace, spec, runner_image, None, {}, pull_secrets
     )
     for child in children:
         child["metadata"]["namespace"] = namespace

@@ -30,7 +30,13 @@ from ray_operator.api.jobdata import (
 )
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.drift import controller_name, controller_uid
-from ray_operator.builders.rayjob import build_rayjob_children, child_name
+from ray_operator.builders.rayjob import (
+    build_job_cluster,
+    build_rayjob_children,
+    child_name,
+    job_cluster_error,
+    job_cluster_name,
+)
 from ray_operator.builders.rayjob_status import (
     LOST_JOB_STOPPED,
     RUNNER_RESTARTS,
@@ -54,6 +60,7 @@ from ray_operator.jobs.status_store import new_submission_id
 from ray_operator.kube import (
     CONFIGMAP,
     POD,
+    RAY,
     RAYJOB,
     ROLE,
     ROLE_BINDING,
@@ -79,6 +86,8 @@ REASON_STOPPED: Final = "StoppedJob"
 REASON_FAILED_STOP: Final = "FailedStop"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
 REASON_RUNNER_NOT_STARTED: Final = "RunnerNotStarted"
+REASON_CREATED_CLUSTER: Final = "CreatedCluster"
+REASON_DELETED_CLUSTER: Final = "DeletedCluster"
 # The children of RayJobs carry this label: the watches ask the apiserver for those only.
 CHILD_SELECTOR: Final = LABEL_RAYJOB
 # How long a deleted RayJob waits for its Ray job to be stopped before letting go anyway
@@ -110,6 +119,8 @@ class RayJobController:
     children: dict[str, Informer]
     name: str = "rayjob"
     queue: WorkQueue = field(init=False)
+    # (namespace, name) -> the status fields that show the job's Ray, for the reconcile running.
+    cluster_fields: dict[Key, Obj] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.name, self._reconcile_key)
@@ -130,6 +141,9 @@ class RayJobController:
     def _on_ray(self, _: str, body: Obj, __: Obj | None) -> None:
         """A Ray changed: the jobs waiting for it may start."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        owner = (body["metadata"].get("labels") or {}).get(LABEL_RAYJOB)
+        if owner and self.jobs.get(ns, owner) is not None:
+            self.queue.add((ns, owner))  # a Ray of the job's own
         for job in self.jobs.items():
             if (
                 job["metadata"]["namespace"] == ns
@@ -190,15 +204,43 @@ class RayJobController:
             )
             return
         spec = checked.spec
+        own_cluster = spec.clusterSpec is not None
+        if own_cluster:
+            error = job_cluster_error(name)
+            if error is not None:
+                await self._report_once(body, "Warning", REASON_INVALID_SPEC, error)
+                await self._write_status(
+                    body,
+                    compute_rayjob_status(
+                        previous, data, note=error, note_reason=REASON_INVALID_SPEC
+                    ),
+                )
+                return
+            # From here on the job runs on its own Ray as on one it names.
+            spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+        self.cluster_fields[(ns, name)] = self._cluster_fields(ns, spec)
         mirrored = compute_rayjob_status(previous, data)
         if is_terminal(mirrored) and lost_job_running(mirrored):
             await self._stop_lost_job(body, spec, data, mirrored)
             return
         if is_terminal(mirrored):
             # Ended: nothing to recreate, nothing left to stop on deletion.
+            if own_cluster:
+                await self._retire_cluster(body, spec, mirrored)
             await self._write_status(body, mirrored)
             await self._remove_finalizer(body)
             return
+        if own_cluster and not previous.get("submitTime"):
+            conflict = await self._ensure_own_cluster(body, spec)
+            if conflict is not None:
+                await self._report_once(body, "Warning", REASON_CHILD_CONFLICT, conflict)
+                await self._write_status(
+                    body,
+                    compute_rayjob_status(
+                        previous, data, note=conflict, note_reason=REASON_CHILD_CONFLICT
+                    ),
+                )
+                raise Backoff(conflict)
         if configmap is None and spec.cluster:
             waiting = ray_not_ready(self.rays.get(ns, spec.cluster), spec.cluster, ns)
             if waiting:
@@ -390,9 +432,82 @@ class RayJobController:
         self.children["ConfigMap"].remember(updated)
         return dict(updated.get("data") or {})
 
+    # --- the job's own Ray ----------------------------------------------------------------------
+    def _cluster_fields(self, ns: str, spec: RayJobSpec) -> Obj:
+        """``rayClusterName`` and ``rayClusterStatus`` (Healthy, the Health reason, Absent)."""
+        if not spec.cluster:
+            return {}
+        ray = self.rays.get(ns, spec.cluster)
+        if ray is None:
+            phase = "Absent"
+        else:
+            status = ray.get("status") or {}
+            health: Obj = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Health"), {}
+            )
+            phase = "Healthy" if status.get("health") == "True" else health.get("reason", "Pending")
+        return {"rayClusterName": spec.cluster, "rayClusterStatus": phase}
+
+    async def _ensure_own_cluster(self, body: Obj, spec: RayJobSpec) -> str | None:
+        """Create the job's Ray when it is missing; a conflict's message when the name is taken."""
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], str(meta.get("uid", ""))
+        assert spec.cluster is not None
+        ray = self.rays.get(ns, spec.cluster)
+        if ray is None:
+            try:
+                ray = await self.kube.create(RAY, build_job_cluster(name, uid, ns, spec), ns)
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+                ray = await self.kube.get(RAY, spec.cluster, ns)
+            else:
+                self.events.emit(
+                    body, "Normal", REASON_CREATED_CLUSTER, f"Created Ray {spec.cluster}"
+                )
+            self.rays.remember(ray)
+            self.cluster_fields[(ns, name)] = self._cluster_fields(ns, spec)
+        if controller_uid(ray) != uid:
+            return (
+                f"Ray {ns}/{spec.cluster} already exists and is controlled by "
+                f"{controller_name(ray)}, not by this RayJob: it is left as it is; delete or "
+                "rename it, or give the RayJob another name"
+            )
+        return None
+
+    async def _retire_cluster(self, body: Obj, spec: RayJobSpec, status: Obj) -> None:
+        """Delete the job's own Ray once the job has ended and the TTL has passed."""
+        meta = body["metadata"]
+        key: Key = (meta["namespace"], meta["name"])
+        ray = self.rays.get(key[0], spec.cluster or "")
+        fields = self.cluster_fields.setdefault(key, {})
+        if not spec.deletes_its_cluster:
+            return
+        if ray is None or controller_uid(ray) != meta.get("uid"):
+            fields["rayClusterStatus"] = "Deleted"
+            return
+        ended = status.get("endTime")
+        left = spec.ttlSecondsAfterFinished - (_seconds_since(ended) if ended else 1e9)
+        if left > 0:
+            fields["rayClusterStatus"] = (
+                f"{fields.get('rayClusterStatus')}; deleted "
+                f"{spec.ttlSecondsAfterFinished}s after the job ended"
+            )
+            self._later(key, left + 0.5)
+            return
+        await self.kube.delete(RAY, ray["metadata"]["name"], key[0], uid=ray["metadata"]["uid"])
+        fields["rayClusterStatus"] = "Deleted"
+        self.events.emit_once(
+            body,
+            "Normal",
+            REASON_DELETED_CLUSTER,
+            f"Deleted Ray {spec.cluster}: the job ended ({status.get('jobStatus')})",
+        )
+
     async def _write_status(self, body: Obj, status: Obj) -> Obj:
         """Patch the status when it differs; returns the RayJob as now known."""
         meta = body["metadata"]
+        status = {**status, **self.cluster_fields.get((meta["namespace"], meta["name"]), {})}
         patch = status_patch(body.get("status"), status)
         if patch is None:
             return body

@@ -347,6 +347,8 @@ class JobRunner:
         await self._write({**status, STATUS_MESSAGE: message})
         if self.echo_logs:  # let the log stream print its last lines into the Pod's log
             await asyncio.wait({tail}, timeout=3)
+        # A long log's echo may still be behind: it must not stream beside the upload's own.
+        tail.cancel()
         ok = status[STATUS_JOB] == SUCCEEDED
         if config.upload_bucket:
             result = await archive(

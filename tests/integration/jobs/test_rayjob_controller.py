@@ -238,10 +238,11 @@ async def test_deleting_a_running_rayjob_stops_its_ray_job(
 async def test_rayjob_waits_for_its_ray_to_be_healthy(
     kube: Kube, namespace: str, running_operator: OperatorProcess, pod_runner: PodRunner,
 ) -> None:
-    # Two heads is an invalid Ray: it stays unhealthy however the pods fare.
+    # A head without containers is an invalid Ray (the operator's judgement: the schema lets
+    # pod templates through): it stays unhealthy however the pods fare.
     await kube.create(RAY, {
         "apiVersion": "ray.kubeflow.org/v1", "kind": "Ray", "metadata": {"name": "sick"},
-        "spec": {"head": {"replicas": 2}, "worker": {"replicas": 1}},
+        "spec": {"head": {"template": {"spec": {"containers": []}}}, "worker": {"replicas": 1}},
     }, namespace)
     await kube.create(RAYJOB, rayjob("patient", {"cluster": "sick", "script": "print(1)"}),
                       namespace)
@@ -259,7 +260,7 @@ async def test_rayjob_waits_for_its_ray_to_be_healthy(
     assert await get_or_none(kube, CONFIGMAP, "patient-rayjob", namespace) is None
 
     # Fixed and healthy (the pod runner readies its pods): the job goes ahead.
-    await kube.patch(RAY, "sick", {"spec": {"head": {"replicas": 1}}}, namespace)
+    await kube.patch(RAY, "sick", {"spec": {"head": {"template": None}}}, namespace)
     await runner_pod(kube, "patient", namespace, running_operator)
     configmap = await kube.get(CONFIGMAP, "patient-rayjob", namespace)
     assert configmap["data"]["resourceURL"] == f"http://sick-head.{namespace}.svc:8265"
@@ -282,8 +283,9 @@ async def test_invalid_rayjob_is_reported_and_others_proceed(
     both = await status_where(kube, "both", namespace, lambda s: bool(s.get("message")),
                               "RayJob both reported", running_operator)
     assert both["message"] == (
-        f"spec.cluster='c', spec.address='{ray_head.address}': set exactly one "
-        "(a Ray name in this namespace, or a job API URL)"
+        f"spec.cluster='c', spec.address='{ray_head.address}', spec.clusterSpec absent: set "
+        "exactly one (a Ray name in this namespace, a job API URL, or the spec of a Ray of the "
+        "job's own)"
     )
     assert both["reason"] == "InvalidSpec"
     bad = await status_where(kube, "bad-url", namespace, lambda s: bool(s.get("message")),

@@ -21,7 +21,10 @@ def test_valid_spec_and_its_address() -> None:
 
 def test_invalid_specs_name_the_field_the_value_and_what_is_accepted() -> None:
     cases = {
-        "neither": ({"script": "x"}, "spec.cluster=None, spec.address=None: set exactly one"),
+        "neither": (
+            {"script": "x"},
+            "spec.cluster=None, spec.address=None, spec.clusterSpec absent: set exactly one",
+        ),
         "url": ({"address": "h:1", "script": "x"}, "spec.address='h:1': use an http:// or https://"),
         "s3": (
             {"cluster": "c", "script": "nobucket", "scriptLocation": "s3"},
