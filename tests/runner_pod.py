@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shlex
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_operator.api.constants import LABEL_RAYJOB
-from ray_operator.kube import CONFIGMAP, ENDPOINTS, POD, SECRET, Kube
+from ray_operator.kube import CONFIGMAP, ENDPOINTS, POD, SECRET, Kube, KubeError
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_env import container_argv, container_env
 from ray_operator.localkube.service_account import (
@@ -178,7 +179,13 @@ class RunnerPods:
             await asyncio.sleep(0.5)
 
     async def _collect(self, name: str) -> None:
-        self.outputs[name] = (await finish(self.started[name], timeout=900)).output
+        result = await finish(self.started[name], timeout=900)
+        self.outputs[name] = result.output
+        # What a kubelet reports for a container that ended in a Pod that does not restart.
+        phase = "Succeeded" if result.returncode == 0 else "Failed"
+        with contextlib.suppress(KubeError):  # the Pod may be gone already
+            await self.kube.patch(POD, name, {"status": {"phase": phase}}, self.namespace,
+                                  "status")
 
     async def stop(self) -> None:
         self._task.cancel()

@@ -57,6 +57,7 @@ JUDGED: dict[str, str] = {
     "job cluster and clusterSpec": "exactly one",
     "job ttl without clusterSpec": "spec.ttlSecondsAfterFinished",
     "job clusterSpec typo": "spec.clusterSpec.worker.replica",
+    "job clusterSpec two heads": "spec.clusterSpec.head.replicas",
     "pipeline typo": "spec.stpes",
     "pipeline step name": "Train",
     "pipeline negative timeout": "spec.timeoutMinutes",

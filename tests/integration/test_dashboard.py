@@ -51,3 +51,47 @@ async def test_a_head_without_the_dashboard_port_is_named_with_its_ports(
     assert "Service sample-cluster-head has no dashboard port" in done.stderr
     assert "port-6379=6379" in done.stderr and "containerPort 8265" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_the_relay_serves_only_the_dashboard_port_and_only_its_own_host(
+    kube: Kube, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    """A path that climbs out of the proxy (which the apiserver would resolve against its own
+    API with the user's credentials) and a foreign Host (DNS rebinding) are refused."""
+    import asyncio
+    import re
+
+    await kube.apply_manifest(yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text()), namespace)
+    await eventually(
+        lambda: kube.get_or_none(SERVICE, "sample-cluster-head", namespace), bool, what="Service"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ray_operator", "dashboard", "sample-cluster", "-n", namespace,
+        "--port", "0", env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+
+        async def raw(request: str) -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request.encode())
+            await writer.drain()
+            answer = (await reader.read(4096)).decode(errors="replace")
+            writer.close()
+            return answer.splitlines()[0] if answer else ""
+
+        secrets = f"/api/v1/namespaces/{namespace}/secrets"
+        climbing = f"GET /../../../../..{secrets} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        encoded = f"GET /%2e%2e/%2e%2e/%2e%2e{secrets} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        assert " 400 " in await raw(climbing)
+        assert " 400 " in await raw(encoded)
+        rebound = "GET /api/version HTTP/1.1\r\nHost: evil.example:8265\r\n\r\n"
+        assert " 403 " in await raw(rebound)
+    finally:
+        process.terminate()
+        await process.wait()

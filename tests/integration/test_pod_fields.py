@@ -84,8 +84,9 @@ async def test_fields_of_a_current_kubernetes_reach_the_children(
     )
     assert worker is not None
     spec = worker["spec"]["template"]["spec"]
-    (sidecar,) = spec["initContainers"]
-    assert sidecar["restartPolicy"] == "Always"
+    # The user's native sidecar first, then the operator's wait for the head (revision 3).
+    sidecar, wait = spec["initContainers"]
+    assert sidecar["restartPolicy"] == "Always" and wait["name"] == "wait-gcs"
     assert spec["schedulingGates"] == [{"name": "example.com/quota"}]
     assert spec["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}]
     assert spec["containers"][0]["resources"]["claims"] == [{"name": "gpu"}]

@@ -20,6 +20,7 @@ import copy
 from typing import Any, Final
 
 from ray_operator.api.constants import ENV_HEAD_SERVICE, PORT_GCS
+from ray_operator.builders.default_templates import WORKER_CONTAINER
 
 Obj = dict[str, Any]
 
@@ -49,7 +50,7 @@ def answers():
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(f"http://{head}:%d/api/gcs_healthz", timeout=2) as r:
             return r.status == 200
-    except OSError:
+    except Exception:  # refused, reset, not HTTP: not ready yet
         return False
 what = "the head's GCS (through its dashboard)"
 """
@@ -57,7 +58,10 @@ what = "the head's GCS (through its dashboard)"
 _BY_GCS: Final = f"""\
 def answers():
     check = ["ray", "health-check", "--address", f"{{head}}:{PORT_GCS}"]
-    return subprocess.run(check, capture_output=True).returncode == 0
+    try:
+        return subprocess.run(check, capture_output=True).returncode == 0
+    except OSError:  # no ray in this image: wait out the time, then let the worker start
+        return False
 what = "the head's GCS"
 """
 
@@ -83,7 +87,8 @@ def with_gcs_wait(template: Obj, head_service: str, dashboard_port: int | None) 
     init = spec.get("initContainers") or []
     if not containers or any(c.get("name") == WAIT_CONTAINER for c in init):
         return template
-    worker = containers[0]
+    # The Ray container (the default template's name), else the first: not a sidecar's image.
+    worker = next((c for c in containers if c.get("name") == WORKER_CONTAINER), containers[0])
     wait: Obj = {"name": WAIT_CONTAINER}
     wait.update({key: copy.deepcopy(worker[key]) for key in _COPIED if key in worker})
     wait["command"] = ["python", "-c", wait_script(dashboard_port)]

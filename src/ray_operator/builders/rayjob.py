@@ -11,7 +11,7 @@ from typing import Any, Final
 from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, LABEL_RAYJOB, MANAGED_BY
 from ray_operator.api.jobdata import KEY_ID, STATUS_JOB, STATUS_START_TIME, STATUS_SUBMIT_TIME
 from ray_operator.api.rayjob import RayJobSpec
-from ray_operator.api.validation import MAX_NAME_LENGTH
+from ray_operator.api.validation import MAX_NAME_LENGTH, validate_ray
 from ray_operator.builders.rayjob_status import MIRRORED, job_address
 
 Obj = dict[str, Any]
@@ -44,6 +44,15 @@ def job_cluster_error(job: str) -> str | None:
             f"{MAX_NAME_LENGTH - len(job_cluster_name(''))} characters"
         )
     return None
+
+
+def job_cluster_problems(job: str, spec: RayJobSpec) -> list[str]:
+    """What is wrong with the Ray ``spec.clusterSpec`` would make, its fields named as given."""
+    error = job_cluster_error(job)
+    if error is not None:
+        return [error]
+    report = validate_ray(build_job_cluster(job, "", "default", spec))
+    return [str(p).replace("spec.", "spec.clusterSpec.", 1) for p in report.errors]
 
 
 def build_job_cluster(job: str, uid: str, namespace: str, spec: RayJobSpec) -> Obj:

@@ -119,16 +119,30 @@ async def find_target(kube: Kube, name: str, namespace: str) -> Target:
     )
 
 
-def proxy_handler(kube: Kube, target: Target) -> Any:
-    """An aiohttp handler that relays every request to the head's dashboard port."""
+def proxy_handler(kube: Kube, target: Target, hosts: set[str]) -> Any:
+    """An aiohttp handler that relays every request to the head's dashboard port.
+
+    Only to that port: a path that climbs out of it (``..``) is refused, since the apiserver
+    would resolve it against its own API with the user's credentials; and only for a Host this
+    server listens as (``hosts``), so that a web page cannot reach it by DNS rebinding.
+    """
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.host not in hosts:
+            return web.Response(status=403, text=f"Host {request.host!r} is not served here\n")
+        if any(part in (".", "..") for part in request.path.split("/")):
+            return web.Response(status=400, text="paths with . or .. segments are refused\n")
         path = request.raw_path
         # The apiserver writes its proxy prefix into links of the HTML it relays: take it off.
         if path.startswith(target.prefix):
             path = path[len(target.prefix) :] or "/"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        headers = {
+            k.lower(): v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
+        }
+        # Raw bytes are relayed: ask for no encoding the caller did not ask for.
+        headers.setdefault("accept-encoding", "identity")
         body = await request.read() if request.can_read_body else None
+        response: web.StreamResponse | None = None
         try:
             async with kube.proxy(
                 request.method, target.prefix + path, {}, body or None, headers
@@ -147,6 +161,8 @@ def proxy_handler(kube: Kube, target: Target) -> Any:
                 await response.write_eof()
                 return response
         except httpx.HTTPError as exc:
+            if response is not None and response.prepared:
+                raise  # half sent: aiohttp drops the connection, the client sees it cut
             return web.Response(status=502, text=f"the apiserver did not answer: {exc}\n")
 
     return handle
@@ -154,8 +170,9 @@ def proxy_handler(kube: Kube, target: Target) -> Any:
 
 async def serve(kube: Kube, target: Target, address: str, port: int) -> tuple[web.AppRunner, str]:
     """Listen on ``address:port``; returns the runner and the URL."""
+    hosts: set[str] = set()
     app = web.Application(client_max_size=1024**3)
-    app.router.add_route("*", "/{tail:.*}", proxy_handler(kube, target))
+    app.router.add_route("*", "/{tail:.*}", proxy_handler(kube, target, hosts))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -167,7 +184,9 @@ async def serve(kube: Kube, target: Target, address: str, port: int) -> tuple[we
             "(0 picks a free one)"
         ) from None
     host, bound = runner.addresses[0][:2]
-    return runner, f"http://{host}:{bound}"
+    shown = f"[{host}]" if ":" in host else host
+    hosts.update({f"{shown}:{bound}", f"localhost:{bound}", f"127.0.0.1:{bound}"})
+    return runner, f"http://{shown}:{bound}"
 
 
 def dashboard(
@@ -211,8 +230,15 @@ async def _dashboard(
                 "answers once its head is Ready",
                 err=True,
             )
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(
+                f"warning: listening on {address}: whoever reaches it runs jobs on the cluster "
+                "with your credentials' access to it",
+                err=True,
+            )
         typer.echo(f"Dashboard of Ray {ns}/{name}: {url}  (Ctrl-C to stop)")
-        typer.echo(f"Jobs: ray-operator job submit SCRIPT.py --address {url} --follow")
+        # Log following is a WebSocket, which this relay does not carry: poll the log instead.
+        typer.echo(f"Jobs: ray-operator job submit SCRIPT.py --address {url}, then job logs ID")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

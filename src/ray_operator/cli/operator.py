@@ -13,7 +13,11 @@ import yaml
 from ray_operator.api.crd import all_crds
 from ray_operator.api.pipeline import PipelineSpecError, parse_pipeline
 from ray_operator.api.validation import validate_ray
-from ray_operator.builders.rayjob import build_job_cluster, job_cluster_error
+from ray_operator.builders.rayjob import (
+    build_job_cluster,
+    job_cluster_error,
+    job_cluster_problems,
+)
 from ray_operator.builders.rayjob_status import check_spec
 from ray_operator.cli.manifests import Document, ManifestError, identify, read_documents
 
@@ -110,12 +114,10 @@ def _check(doc: Document) -> tuple[list[str], list[str]]:
         if checked.spec.clusterSpec is None:
             return [], []
         # The job's own Ray, judged as the Ray it becomes, its fields named where they are.
-        error = job_cluster_error(doc.name)
-        if error is not None:
-            return [error], []
-        ray = build_job_cluster(doc.name, "", "default", checked.spec)
-        report = validate_ray(ray)
-        errors = [str(p).replace("spec.", "spec.clusterSpec.", 1) for p in report.errors]
+        errors = job_cluster_problems(doc.name, checked.spec)
+        if errors or job_cluster_error(doc.name):
+            return errors, []
+        report = validate_ray(build_job_cluster(doc.name, "", "default", checked.spec))
         unknown = [
             f"unknown field {f.replace('spec.', 'spec.clusterSpec.', 1)} is ignored"
             for f in report.unknown_fields

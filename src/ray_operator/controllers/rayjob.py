@@ -34,8 +34,8 @@ from ray_operator.builders.rayjob import (
     build_job_cluster,
     build_rayjob_children,
     child_name,
-    job_cluster_error,
     job_cluster_name,
+    job_cluster_problems,
 )
 from ray_operator.builders.rayjob_status import (
     LOST_JOB_STOPPED,
@@ -175,10 +175,13 @@ class RayJobController:
         body = self.jobs.get(*key)
         if body is None:
             return
-        if body["metadata"].get("deletionTimestamp"):
-            await self.finalize(body)
-        else:
-            await self.reconcile(body)
+        try:
+            if body["metadata"].get("deletionTimestamp"):
+                await self.finalize(body)
+            else:
+                await self.reconcile(body)
+        finally:
+            self.cluster_fields.pop(key, None)
 
     def _child(self, kind: str, ns: str, job: str) -> Obj | None:
         return self.children[kind].get(ns, child_name(job))
@@ -193,33 +196,21 @@ class RayJobController:
             dict(configmap.get("data") or {}) if configmap is not None else None
         )
         checked = check_spec(body.get("spec"))
-        if checked.spec is None:
-            assert checked.error is not None
-            await self._report_once(body, "Warning", REASON_INVALID_SPEC, checked.error)
-            await self._write_status(
-                body,
-                compute_rayjob_status(
-                    previous, data, note=checked.error, note_reason=REASON_INVALID_SPEC
-                ),
-            )
+        error = checked.error
+        if checked.spec is not None and checked.spec.clusterSpec is not None:
+            error = "; ".join(job_cluster_problems(name, checked.spec)) or None
+        if checked.spec is None or error is not None:
+            await self._refuse(body, data, REASON_INVALID_SPEC, error or "invalid spec")
             return
         spec = checked.spec
         own_cluster = spec.clusterSpec is not None
         if own_cluster:
-            error = job_cluster_error(name)
-            if error is not None:
-                await self._report_once(body, "Warning", REASON_INVALID_SPEC, error)
-                await self._write_status(
-                    body,
-                    compute_rayjob_status(
-                        previous, data, note=error, note_reason=REASON_INVALID_SPEC
-                    ),
-                )
-                return
             # From here on the job runs on its own Ray as on one it names.
             spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
-        self.cluster_fields[(ns, name)] = self._cluster_fields(ns, spec)
         mirrored = compute_rayjob_status(previous, data)
+        if not is_terminal(mirrored):
+            # Not once ended: a shared Ray's changes must not rewrite every finished job.
+            self.cluster_fields[(ns, name)] = self._cluster_fields(ns, spec)
         if is_terminal(mirrored) and lost_job_running(mirrored):
             await self._stop_lost_job(body, spec, data, mirrored)
             return
@@ -230,16 +221,10 @@ class RayJobController:
             await self._write_status(body, mirrored)
             await self._remove_finalizer(body)
             return
-        if own_cluster and not previous.get("submitTime"):
+        if own_cluster and not previous.get("submitTime") and not spec.kill:
             conflict = await self._ensure_own_cluster(body, spec)
             if conflict is not None:
-                await self._report_once(body, "Warning", REASON_CHILD_CONFLICT, conflict)
-                await self._write_status(
-                    body,
-                    compute_rayjob_status(
-                        previous, data, note=conflict, note_reason=REASON_CHILD_CONFLICT
-                    ),
-                )
+                await self._refuse(body, data, REASON_CHILD_CONFLICT, conflict)
                 raise Backoff(conflict)
         if configmap is None and spec.cluster:
             waiting = ray_not_ready(self.rays.get(ns, spec.cluster), spec.cluster, ns)
@@ -432,6 +417,16 @@ class RayJobController:
         self.children["ConfigMap"].remember(updated)
         return dict(updated.get("data") or {})
 
+    async def _refuse(
+        self, body: Obj, data: dict[str, str] | None, reason: str, message: str
+    ) -> None:
+        """Say why nothing goes ahead: a Warning event and the status' note."""
+        await self._report_once(body, "Warning", reason, message)
+        await self._write_status(
+            body,
+            compute_rayjob_status(body.get("status") or {}, data, note=message, note_reason=reason),
+        )
+
     # --- the job's own Ray ----------------------------------------------------------------------
     def _cluster_fields(self, ns: str, spec: RayJobSpec) -> Obj:
         """``rayClusterName`` and ``rayClusterStatus`` (Healthy, the Health reason, Absent)."""
@@ -486,12 +481,19 @@ class RayJobController:
         if ray is None or controller_uid(ray) != meta.get("uid"):
             fields["rayClusterStatus"] = "Deleted"
             return
+        fields.update(self._cluster_fields(key[0], spec))
+        runner = self._child("Pod", *key)
+        phase = ((runner or {}).get("status") or {}).get("phase")
+        if runner is not None and phase not in ("Succeeded", "Failed"):
+            # The runner reads the log from this cluster after the job's end: not before it is
+            # done (its Pod's change brings the next reconcile).
+            fields["rayClusterStatus"] += "; kept until the runner has archived the job"
+            return
         ended = status.get("endTime")
         left = spec.ttlSecondsAfterFinished - (_seconds_since(ended) if ended else 1e9)
         if left > 0:
-            fields["rayClusterStatus"] = (
-                f"{fields.get('rayClusterStatus')}; deleted "
-                f"{spec.ttlSecondsAfterFinished}s after the job ended"
+            fields["rayClusterStatus"] += (
+                f"; to be deleted {spec.ttlSecondsAfterFinished}s after the job ended"
             )
             self._later(key, left + 0.5)
             return
@@ -571,9 +573,10 @@ class RayJobController:
         submission_id = status.get("submissionId")
         checked = check_spec(body.get("spec"))
         # Where the job was sent: the ConfigMap says it even if the spec was edited since.
-        address = (data or {}).get(KEY_ADDRESS) or (
-            job_address(checked.spec, ns) if checked.spec is not None else ""
-        )
+        spec = checked.spec
+        if spec is not None and spec.clusterSpec is not None:
+            spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+        address = (data or {}).get(KEY_ADDRESS) or (job_address(spec, ns) if spec else "")
         if submission_id and address and (not is_terminal(status) or lost_job_running(status)):
             if data is not None and data.get(KEY_KILL) != "true":
                 await self._set_kill(ns, name)  # the runner stops it too, with its own token

@@ -161,6 +161,10 @@ class ObjectStore:
             if reader.source_error is not None:
                 raise reader.source_error from None
             raise
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:  # a generator's connection closes now, not when collected
+                await aclose()
         return reader.total
 
     async def _upload(self, location: S3Location, write: Any) -> None:

@@ -203,12 +203,22 @@ class RayJobsClient:
         timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout)
         try:
             async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as session:
-                async with session.ws_connect(url) as ws:
+                # Pings find a connection that died half-open; a quiet job is not one.
+                async with session.ws_connect(url, heartbeat=30) as ws:
                     async for msg in ws:
                         if msg.type == aiohttp.WSMsgType.TEXT:
                             yield str(msg.data)
-                        elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                            break
+                        elif msg.type == aiohttp.WSMsgType.ERROR:
+                            raise RayUnreachableError(
+                                self.address, f"log stream broken: {ws.exception()}"
+                            )
+                    # The stream of an ended job closes normally; anything else cut it short.
+                    if ws.close_code not in (None, aiohttp.WSCloseCode.OK):
+                        raise RayUnreachableError(
+                            self.address, f"log stream closed with code {ws.close_code}"
+                        )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise RayApiError(self.address, exc.status, exc.message) from None
         except aiohttp.ClientConnectionError as exc:
             raise RayUnreachableError(self.address, f"{type(exc).__name__}: {exc}") from None
 

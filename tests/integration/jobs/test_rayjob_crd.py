@@ -37,6 +37,6 @@ async def test_rayjob_applies_and_rejects_bad_fields(kube: Kube, namespace: str)
 def test_target_error_names_both_fields() -> None:
     spec = RayJobSpec(script="x", cluster="a", address="http://h:8265")
     assert spec.target_error() == (
-        "spec.cluster='a', spec.address='http://h:8265': set exactly one "
-        "(a Ray name in this namespace, or a job API URL)"
+        "spec.cluster='a', spec.address='http://h:8265', spec.clusterSpec absent: set exactly "
+        "one (a Ray name in this namespace, a job API URL, or the spec of a Ray of the job's own)"
     )
