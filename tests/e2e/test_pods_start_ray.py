@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import secrets
 import shlex
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -28,6 +22,7 @@ from ray_operator.jobs.ray_api import JobInfo, RayJobsClient
 from ray_operator.kube import POD, RAY, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
+from tests.dashboard_process import dashboard
 from tests.operator_process import OperatorProcess
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -69,27 +64,6 @@ async def _wait_health(kube: Kube, namespace: str, name: str, timeout: float) ->
             return status
         await asyncio.sleep(1)
     raise AssertionError(f"Ray {name} not healthy after {timeout}s: {status}")
-
-
-@asynccontextmanager
-async def dashboard(
-    control_plane: LocalControlPlane, name: str, namespace: str
-) -> AsyncIterator[str]:
-    """``ray-operator dashboard NAME`` as a user runs it; yields the URL it prints."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ray_operator", "dashboard", name, "-n", namespace, "--port", "0",
-        env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        found = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert found, f"no URL in {line!r}"
-        yield found.group(0)
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 10) == 0
 
 
 @pytest.mark.slow

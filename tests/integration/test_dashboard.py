@@ -3,6 +3,7 @@ no traceback. That it reaches a real dashboard and job API: tests/e2e/test_pods_
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 
 from ray_operator.kube import SERVICE, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
+from tests.dashboard_process import dashboard
 from tests.waiting import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -58,24 +60,12 @@ async def test_the_relay_serves_only_the_dashboard_port_and_only_its_own_host(
 ) -> None:
     """A path that climbs out of the proxy (which the apiserver would resolve against its own
     API with the user's credentials) and a foreign Host (DNS rebinding) are refused."""
-    import asyncio
-    import re
-
     await kube.apply_manifest(yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text()), namespace)
     await eventually(
         lambda: kube.get_or_none(SERVICE, "sample-cluster-head", namespace), bool, what="Service"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ray_operator", "dashboard", "sample-cluster", "-n", namespace,
-        "--port", "0", env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert found, line
-        port = int(found.group(1))
+    async with dashboard(control_plane, "sample-cluster", namespace) as url:
+        port = int(url.rsplit(":", 1)[1])
 
         async def raw(request: str) -> str:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -92,6 +82,3 @@ async def test_the_relay_serves_only_the_dashboard_port_and_only_its_own_host(
         assert " 400 " in await raw(encoded)
         rebound = "GET /api/version HTTP/1.1\r\nHost: evil.example:8265\r\n\r\n"
         assert " 403 " in await raw(rebound)
-    finally:
-        process.terminate()
-        await process.wait()

@@ -46,13 +46,24 @@ def job_cluster_error(job: str) -> str | None:
     return None
 
 
-def job_cluster_problems(job: str, spec: RayJobSpec) -> list[str]:
-    """What is wrong with the Ray ``spec.clusterSpec`` would make, its fields named as given."""
+def judge_job_cluster(job: str, spec: RayJobSpec) -> tuple[list[str], list[str]]:
+    """Errors and unknown fields of the Ray ``spec.clusterSpec`` would make, named as given."""
     error = job_cluster_error(job)
     if error is not None:
-        return [error]
+        return [error], []
     report = validate_ray(build_job_cluster(job, "", "default", spec))
-    return [str(p).replace("spec.", "spec.clusterSpec.", 1) for p in report.errors]
+
+    def given(text: str) -> str:
+        return text.replace("spec.", "spec.clusterSpec.", 1)
+
+    return [given(str(p)) for p in report.errors], [given(f) for f in report.unknown_fields]
+
+
+def on_own_cluster(job: str, spec: RayJobSpec) -> RayJobSpec:
+    """The spec as the rest reads it: a job with ``clusterSpec`` names its own Ray."""
+    if spec.clusterSpec is None:
+        return spec
+    return spec.model_copy(update={"cluster": job_cluster_name(job)})
 
 
 def build_job_cluster(job: str, uid: str, namespace: str, spec: RayJobSpec) -> Obj:

@@ -13,11 +13,7 @@ import yaml
 from ray_operator.api.crd import all_crds
 from ray_operator.api.pipeline import PipelineSpecError, parse_pipeline
 from ray_operator.api.validation import validate_ray
-from ray_operator.builders.rayjob import (
-    build_job_cluster,
-    job_cluster_error,
-    job_cluster_problems,
-)
+from ray_operator.builders.rayjob import judge_job_cluster
 from ray_operator.builders.rayjob_status import check_spec
 from ray_operator.cli.manifests import Document, ManifestError, identify, read_documents
 
@@ -114,15 +110,8 @@ def _check(doc: Document) -> tuple[list[str], list[str]]:
         if checked.spec.clusterSpec is None:
             return [], []
         # The job's own Ray, judged as the Ray it becomes, its fields named where they are.
-        errors = job_cluster_problems(doc.name, checked.spec)
-        if errors or job_cluster_error(doc.name):
-            return errors, []
-        report = validate_ray(build_job_cluster(doc.name, "", "default", checked.spec))
-        unknown = [
-            f"unknown field {f.replace('spec.', 'spec.clusterSpec.', 1)} is ignored"
-            for f in report.unknown_fields
-        ]
-        return errors, unknown
+        errors, unknown = judge_job_cluster(doc.name, checked.spec)
+        return errors, [] if errors else [f"unknown field {f} is ignored" for f in unknown]
     try:
         parse_pipeline(doc.body, doc.name)
     except PipelineSpecError as exc:

@@ -24,7 +24,7 @@ from ray_operator.builders.rayjob import (
     build_job_cluster,
     build_rayjob_children,
     job_cluster_error,
-    job_cluster_name,
+    on_own_cluster,
 )
 from ray_operator.builders.rayjob_status import check_spec
 from ray_operator.cli.manifests import ManifestError, read_documents
@@ -68,7 +68,7 @@ def render_rayjob(doc: Obj, runner_image: str, pull_secrets: tuple[str, ...] = (
             raise RenderError(error)
         # The job's own Ray first (its children: render that Ray), then the job's children.
         own = [build_job_cluster(name, uid, namespace, spec)]
-        spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+        spec = on_own_cluster(name, spec)
     children = own + build_rayjob_children(
         name, uid, namespace, spec, runner_image, None, {}, pull_secrets
     )

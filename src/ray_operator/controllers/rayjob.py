@@ -34,8 +34,8 @@ from ray_operator.builders.rayjob import (
     build_job_cluster,
     build_rayjob_children,
     child_name,
-    job_cluster_name,
-    job_cluster_problems,
+    judge_job_cluster,
+    on_own_cluster,
 )
 from ray_operator.builders.rayjob_status import (
     LOST_JOB_STOPPED,
@@ -198,7 +198,7 @@ class RayJobController:
         checked = check_spec(body.get("spec"))
         error = checked.error
         if checked.spec is not None and checked.spec.clusterSpec is not None:
-            error = "; ".join(job_cluster_problems(name, checked.spec)) or None
+            error = "; ".join(judge_job_cluster(name, checked.spec)[0]) or None
         if checked.spec is None or error is not None:
             await self._refuse(body, data, REASON_INVALID_SPEC, error or "invalid spec")
             return
@@ -206,7 +206,7 @@ class RayJobController:
         own_cluster = spec.clusterSpec is not None
         if own_cluster:
             # From here on the job runs on its own Ray as on one it names.
-            spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+            spec = on_own_cluster(name, spec)
         mirrored = compute_rayjob_status(previous, data)
         if not is_terminal(mirrored):
             # Not once ended: a shared Ray's changes must not rewrite every finished job.
@@ -574,8 +574,8 @@ class RayJobController:
         checked = check_spec(body.get("spec"))
         # Where the job was sent: the ConfigMap says it even if the spec was edited since.
         spec = checked.spec
-        if spec is not None and spec.clusterSpec is not None:
-            spec = spec.model_copy(update={"cluster": job_cluster_name(name)})
+        if spec is not None:
+            spec = on_own_cluster(name, spec)
         address = (data or {}).get(KEY_ADDRESS) or (job_address(spec, ns) if spec else "")
         if submission_id and address and (not is_terminal(status) or lost_job_running(status)):
             if data is not None and data.get(KEY_KILL) != "true":
