@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a machine for the demo, the tests and the benchmarks (as root, on Debian): Kubernetes
 # and etcd binaries (built once from their Go modules into ~/.cache), iproute2, and Debian's
-# debootstrap, buildah and podman for the project's image, a virtualenv in .venv with every
+# debootstrap, buildah and podman for the project's image, redis-server for the GCS fault
+# tolerance tests, a virtualenv in .venv with every
 # extra, and the image itself (rebuilt only when its sources change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo ">> Kubernetes binaries (first time: about 15 minutes)"
 bash scripts/build-kube.sh
 need=()
-for tool in ip:iproute2 unshare:util-linux debootstrap:debootstrap buildah:buildah podman:podman runc:runc; do
+for tool in ip:iproute2 unshare:util-linux debootstrap:debootstrap buildah:buildah podman:podman runc:runc \
+    redis-server:redis-server; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -77,15 +77,26 @@ async def start_pod(
     # Secret volumes: a directory with one file per key, as the kubelet mounts them.
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     mounts: dict[str, Path] = {}
+    binds: list[tuple[Path, str]] = []
     for mount in container.get("volumeMounts") or []:
         volume = volumes[mount["name"]]
         if "projected" in volume:
             # The ServiceAccount admission plugin's token volume: the TokenDirectory below.
             assert mount["mountPath"] == str(SERVICE_ACCOUNT_DIR), mount
             continue
-        secret = volume["secret"]["secretName"]
         local = workdir / "volumes" / mount["name"]
         local.mkdir(parents=True, exist_ok=True)
+        if "configMap" in volume:
+            # Where the runner reads a file the ConfigMap says (spec.scriptFrom): bound at the
+            # mount path in the process's own mount namespace, as the kubelet would show it.
+            source = volume["configMap"]
+            data = objects.get(("ConfigMap", source["name"])) or {}
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                (local / item["path"]).write_text(data[item["key"]])
+            binds.append((local, mount["mountPath"]))
+            continue
+        secret = volume["secret"]["secretName"]
         for key, value in (objects.get(("Secret", secret)) or {}).items():
             (local / key).write_text(value)
         mounts[mount["mountPath"]] = local
@@ -108,8 +119,14 @@ async def start_pod(
     if argv[0] == "python":  # the image's python is this test's interpreter
         argv[0] = sys.executable
     if hosts is not None:
-        argv = ["sh", "-c", f'mount --bind {shlex.quote(str(hosts))} /etc/hosts && exec "$@"',
-                "sh", *argv]
+        binds.append((hosts, "/etc/hosts"))
+    if binds:
+        setup = " && ".join(
+            (f"mkdir -p {shlex.quote(target)} && " if source.is_dir() else "")
+            + f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}"
+            for source, target in binds
+        )
+        argv = ["sh", "-c", f'{setup} && exec "$@"', "sh", *argv]
     # Only what a process needs to start (PATH, HOME) from the test's own environment.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     return subprocess.Popen(

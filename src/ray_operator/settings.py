@@ -46,6 +46,8 @@ class Settings:
     # Who this process is to the Lease: its pod's name (a container restarted in the same pod
     # takes its Lease back at once; another pod waits for it to expire).
     leader_election_identity: str | None = None
+    # Where the operator's pods run (admitted to Ray's job API by a Ray's NetworkPolicy).
+    operator_namespace: str | None = None
 
     @property
     def cluster_wide(self) -> bool:
@@ -89,6 +91,7 @@ class Settings:
             leader_election_namespace=lease_namespace,
             leader_election_id=env.get("RAY_OPERATOR_LEADER_ELECTION_ID") or "ray-operator",
             leader_election_identity=env.get("RAY_OPERATOR_LEADER_ELECTION_IDENTITY") or None,
+            operator_namespace=_pod_namespace() or lease_namespace,
         )
 
 

@@ -1,6 +1,7 @@
 """The example train-then-inference pipeline as a RayPipeline, end to end in the local cluster.
 
-What the SeedFarmer orchestrator's state machine runs, with the volume where the work runs: the
+What the SeedFarmer orchestrator's state machine runs, with the volume where the work runs,
+applied as a user does (`ray-operator pipeline apply`: the script files go in a ConfigMap): the
 pipeline makes its own Ray with the PersistentVolumeClaim mounted at the export path in the head
 and the worker (the pod runner bind-mounts the claim's hostPath volume, as a kubelet would); the
 operator creates the step RayJobs one after the other, and their runner Pods run as the Pods say
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from ray_operator.cli import app
 from ray_operator.kube import (
+    CONFIGMAP,
     PERSISTENT_VOLUME,
     PERSISTENT_VOLUME_CLAIM,
     RAYJOB,
@@ -36,18 +39,20 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "pipelines" / "train-inferenc
 EPOCHS = 3
 
 
-def pipeline_manifest(claim: str) -> dict:
-    """The example as `ray-operator pipeline manifest` gives it, on a cluster of its own with
+def pipeline_directory(directory: Path, claim: str) -> Path:
+    """The example's scripts, unchanged, beside its pipeline file on a cluster of its own with
     the claim, and a shorter training."""
-    printed = CliRunner().invoke(app, ["pipeline", "manifest", str(EXAMPLE / "pipeline.yaml")])
-    assert printed.exit_code == 0, printed.output
-    manifest: dict = yaml.safe_load(printed.output)
+    directory.mkdir()
+    for script in ("train.py", "inference.py"):
+        shutil.copy(EXAMPLE / script, directory / script)
+    manifest: dict = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text())
     spec = manifest["spec"]
     del spec["cluster"]
     spec["rayClusterSpec"] = {"worker": {"replicas": 1}}
     spec["pvcName"] = claim
-    spec["steps"][0]["parameters"].update(epochs=str(EPOCHS), samples="800", num_workers="2")
-    return manifest
+    spec["steps"][0]["parameters"].update(epochs=EPOCHS, samples=800, num_workers=2)
+    (directory / "pipeline.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return directory / "pipeline.yaml"
 
 
 async def volume_and_claim(kube: Kube, namespace: str, directory: Path) -> str:
@@ -82,8 +87,25 @@ async def test_the_example_pipeline_runs_in_the_cluster_with_its_volume(
     ray_pods = await PodRunner(kube, namespace=namespace, run_containers=True).start()
     runners = RunnerPods(kube, control_plane, namespace, tmp_path)
     try:
-        created = await kube.create(RAYPIPELINE, pipeline_manifest("export"), namespace)
+        # As a user applies it: `ray-operator pipeline apply` with their kubeconfig puts the
+        # script files in a ConfigMap the steps mount (scriptFrom), owned by the pipeline.
+        pipeline_file = pipeline_directory(tmp_path / "pipeline", "export")
+        applied = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ray_operator", "pipeline", "apply", str(pipeline_file),
+            "-n", namespace,
+            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await applied.communicate())[0].decode()
+        assert applied.returncode == 0, output
+        assert f"raypipeline/train-inference applied in {namespace}" in output
+        created = await kube.get(RAYPIPELINE, "train-inference", namespace)
         run_id = created["metadata"]["uid"]
+        scripts = await kube.get(CONFIGMAP, "train-inference-scripts", namespace)
+        assert scripts["data"] == {
+            name: (EXAMPLE / name).read_text() for name in ("train.py", "inference.py")
+        }
+        assert [o["uid"] for o in scripts["metadata"]["ownerReferences"]] == [run_id]
         status: dict = {}
         for _ in range(900):
             status = (await kube.get(RAYPIPELINE, "train-inference", namespace)).get("status") or {}
@@ -96,6 +118,10 @@ async def test_the_example_pipeline_runs_in_the_cluster_with_its_volume(
         # The steps' RayJobs, one after the other: inference was made after training ended.
         jobs = {j["metadata"]["name"]: j for j in await kube.list(RAYJOB, namespace)}
         train, inference = (jobs[s["rayJob"]] for s in status["steps"])
+        assert [j["spec"]["scriptFrom"]["configMapKeyRef"] for j in (train, inference)] == [
+            {"name": "train-inference-scripts", "key": "train.py"},
+            {"name": "train-inference-scripts", "key": "inference.py"},
+        ]
         assert inference["metadata"]["creationTimestamp"] >= train["status"]["endTime"]
 
         # On the claim: the checkpoints training wrote (from both Ray nodes' view of it) ...

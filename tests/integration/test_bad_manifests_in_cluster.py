@@ -58,6 +58,8 @@ JUDGED: dict[str, str] = {
     "job ttl without clusterSpec": "spec.ttlSecondsAfterFinished",
     "job clusterSpec typo": "spec.clusterSpec.worker.replica",
     "job clusterSpec two heads": "spec.clusterSpec.head.replicas",
+    "job script and scriptFrom": "spec.scriptFrom",
+    "job scriptFrom key": "spec.scriptFrom.configMapKeyRef.key",
     "pipeline typo": "spec.stpes",
     "pipeline step name": "Train",
     "pipeline negative timeout": "spec.timeoutMinutes",

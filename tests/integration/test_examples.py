@@ -39,6 +39,12 @@ CLAIMS: dict[str, list[str]] = {
         "tests/integration/test_ray_operator.py::"
         "test_full_example_applies_unchanged_and_reports_the_misspelled_limit",
     ],
+    "ray-secured.yaml": [
+        "tests/integration/test_ray_operator.py::"
+        "test_auth_and_network_policy_are_made_kept_and_removed_with_the_spec",
+        "tests/e2e/test_ray_auth.py::"
+        "test_a_ray_with_auth_refuses_requests_without_the_token_and_its_jobs_need_no_setting",
+    ],
     "rayjob.yaml": [
         "tests/integration/jobs/test_rayjob_controller.py::test_example_manifest_applies",
         "tests/integration/jobs/test_rayjob_controller.py::"

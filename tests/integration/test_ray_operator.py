@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_operator.kube import DEPLOYMENT, EVENT, POD, RAY, SERVICE, Kube
+from ray_operator.kube import DEPLOYMENT, EVENT, NETWORK_POLICY, POD, RAY, SECRET, SERVICE, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
+from tests.chart_install import ChartRelease
 from tests.operator_process import OperatorProcess
 from tests.waiting import eventually
 
@@ -510,3 +512,107 @@ async def test_suspend_stops_every_pod_and_resume_brings_the_same_cluster_back(
     # The same pods as declared: the template did not change, so nothing rolled.
     assert after["spec"]["template"] == before["spec"]["template"]
     assert len(await pods()) == 4
+
+
+async def test_auth_and_network_policy_are_made_kept_and_removed_with_the_spec(
+    kube: Kube, namespace: str, chart_release: ChartRelease
+) -> None:
+    """The token Secret is written once with a random token, never rewritten; the NetworkPolicy
+    follows the spec (enforcing it needs a CNI this test cluster lacks: the objects are tested)."""
+    manifest = example("ray-secured.yaml")
+    (peer,) = manifest["spec"]["networkPolicy"]["allowFrom"]
+    await kube.apply_manifest(manifest, namespace)
+
+    secret = await eventually(
+        lambda: get_or_none(kube, SECRET, "sample-cluster-auth", namespace), bool,
+        what="the token Secret",
+    )
+    assert secret is not None
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) >= 40 and token.isascii()
+    policy = await eventually(
+        lambda: get_or_none(kube, NETWORK_POLICY, "sample-cluster-ray", namespace), bool,
+        what="the NetworkPolicy",
+    )
+    assert policy is not None
+    _, job_api = policy["spec"]["ingress"]
+    assert peer in job_api["from"] and job_api["ports"] == [{"protocol": "TCP", "port": 8265}]
+    # The operator runs in the chart's namespace: admitted to stop jobs of lost runners.
+    assert {"kubernetes.io/metadata.name": chart_release.namespace} in [
+        p.get("namespaceSelector", {}).get("matchLabels") for p in job_api["from"]
+    ]
+    for role in ("head", "worker"):
+        deployment = await eventually(
+            lambda role=role: get_or_none(kube, DEPLOYMENT, f"sample-cluster-{role}", namespace),
+            bool, what=f"the {role} Deployment",
+        )
+        assert deployment is not None
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "sample-cluster-auth", "key": "token"
+        }
+
+    # A spec change reconciles everything again: the token stays the same.
+    await kube.patch(RAY, "sample-cluster", {"spec": {"worker": {"replicas": 2}}}, namespace)
+    await eventually(
+        lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker", namespace),
+        lambda d: d is not None and d["spec"]["replicas"] == 2, what="2 workers",
+    )
+    again = await kube.get(SECRET, "sample-cluster-auth", namespace)
+    assert again["data"] == secret["data"]
+    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+
+    # Dropped from the spec: both go, and the pods no longer wait for a token.
+    await kube.patch(
+        RAY, "sample-cluster", {"spec": {"auth": None, "networkPolicy": None}}, namespace
+    )
+    for kind, name in ((SECRET, "sample-cluster-auth"), (NETWORK_POLICY, "sample-cluster-ray")):
+        await eventually(
+            lambda kind=kind, name=name: get_or_none(kube, kind, name, namespace),
+            lambda found: found is None, what=f"{name} deleted",
+        )
+    head = await kube.get(DEPLOYMENT, "sample-cluster-head", namespace)
+    assert "RAY_AUTH" not in str(head["spec"]["template"])
+
+
+async def test_worker_groups_become_deployments_of_their_own_and_go_with_the_spec(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    manifest = example("ray-simple.yaml")
+    manifest["spec"]["worker"]["replicas"] = 1
+    manifest["spec"]["workerGroups"] = [
+        {"name": "big", "replicas": 2, "rayResources": {"big_node": 1}},
+        {"name": "small"},
+    ]
+    await kube.apply_manifest(manifest, namespace)
+    status = await healthy(kube, namespace)
+    assert status["workersReady"] == "4/4"
+    assert [(g["name"], g["desired"], g["readyReplicas"]) for g in status["workerGroups"]] == [
+        ("big", 2, 2), ("small", 1, 1)
+    ]
+    assert condition(status, "RayWorkerGroup-big-Available")["status"] == "True"
+    pods = await kube.list(POD, namespace, "ray.kubeflow.org/worker-group=big")
+    assert len(pods) == 2
+    big = await kube.get(DEPLOYMENT, "sample-cluster-worker-big", namespace)
+    args = big["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert '--resources={"big_node":1.0}' in args
+    # spec.worker's own Deployment still counts its own pod only.
+    worker = await kube.get(DEPLOYMENT, "sample-cluster-worker", namespace)
+    assert worker["status"]["replicas"] == 1
+
+    # A group taken out of the spec goes, pods and all; the others stay.
+    await kube.patch(
+        RAY, "sample-cluster", {"spec": {"workerGroups": [{"name": "small"}]}}, namespace
+    )
+    await eventually(
+        lambda: get_or_none(kube, DEPLOYMENT, "sample-cluster-worker-big", namespace),
+        lambda found: found is None, what="the big group's Deployment deleted",
+    )
+    status = await eventually(
+        lambda: ray_status(kube, namespace),
+        lambda s: [g["name"] for g in s.get("workerGroups") or []] == ["small"]
+        and s.get("health") == "True",
+        what="one group left, healthy",
+    )
+    assert status["workersReady"] == "2/2"
+    assert await get_or_none(kube, DEPLOYMENT, "sample-cluster-worker-small", namespace)

@@ -113,7 +113,15 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
         "replica": 1}}), {}, 1, "spec.clusterSpec.worker.replica"),
     ("job clusterSpec two heads", ["validate"], job(cluster=None, clusterSpec={
         "head": {"replicas": 2}, "worker": {}}), {}, 1, "spec.clusterSpec.head.replicas: 2"),
+    ("job script and scriptFrom", ["validate"], job(scriptFrom={"configMapKeyRef": {
+        "name": "s", "key": "a.py"}}), {}, 1, "and spec.scriptFrom given: set one"),
+    ("job scriptFrom key", ["validate"], job(script="", scriptFrom={"configMapKeyRef": {
+        "name": "s", "key": "a/b.py"}}), {}, 1, "spec.scriptFrom.configMapKeyRef.key"),
+    ("job no script", ["validate"], job(script=""), {}, 1, "spec.scriptFrom.configMapKeyRef"),
     # --- RayPipeline -----------------------------------------------------------------------
+    ("pipeline script and scriptFrom", ["pipeline", "validate"], PIPELINE + "  steps: [{name: a, "
+     "script: x, scriptFrom: {configMapKeyRef: {name: s, key: a.py}}}]\n", {}, 1,
+     "script and scriptFrom are both"),
     ("pipeline typo", ["validate"], PIPELINE + "  stpes: []\n", {}, 1, "spec.stpes"),
     ("pipeline step name", ["validate"], PIPELINE + "  steps: [{name: Train, script: x}]\n", {},
      1, "Train"),

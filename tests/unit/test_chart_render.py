@@ -132,10 +132,14 @@ def test_cluster_wide_by_default() -> None:
         # A runner Pod that ended before its job is replaced.
         ("", "pods", "delete"),
     } <= allowed
-    # Never: reading Secrets, or changing its own rights beyond what it holds.
-    assert not {
-        t for t in allowed if t[1] == "secrets" or t[2] in ("bind", "escalate", "impersonate")
+    # Secrets: only for Ray's token authentication (spec.auth): made once with a random token,
+    # watched as metadata, deleted with the spec; never rewritten.
+    assert {t[2] for t in allowed if t[1] == "secrets"} == {
+        "get", "list", "watch", "create", "delete"
     }
+    # Never: changing its own rights beyond what it holds.
+    assert not {t for t in allowed if t[2] in ("bind", "escalate", "impersonate")}
+    assert ("networking.k8s.io", "networkpolicies", "delete") in allowed
     assert not {t for t in allowed if t[0] == "apiextensions.k8s.io" or t[1] == "namespaces"}
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == ""
 

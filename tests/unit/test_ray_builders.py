@@ -141,3 +141,207 @@ def test_a_user_worker_template_gets_the_wait_from_its_own_container() -> None:
 
     own = {"spec": {"containers": [worker], "initContainers": [{"name": "wait-gcs"}]}}
     assert with_gcs_wait(own, "x-head", None) == own
+
+
+def _children_with(**spec: Any) -> list[dict[str, Any]]:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["metadata"].update(namespace="ml", uid="0000-uid")
+    manifest["spec"].update(spec)
+    report = validate_ray(manifest)
+    assert report.ok and report.resource is not None, report.message()
+    return build_children(plan_cluster(report.resource, current_defaults(IMAGE), [], "ops"))
+
+
+def test_auth_puts_the_token_secret_first_and_ray_s_settings_in_every_container() -> None:
+    secret, service, head, worker = _children_with(auth={"mode": "token"})
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "sample-cluster-auth"
+    assert "data" not in secret and "stringData" not in secret  # the controller writes it once
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "0000-uid"
+    token = {"secretKeyRef": {"name": "sample-cluster-auth", "key": "token"}}
+    for deployment in (head, worker):
+        pod = deployment["spec"]["template"]["spec"]
+        containers = [*pod.get("initContainers", []), *pod["containers"]]
+        assert [c["name"] for c in containers if c["name"] == "wait-gcs"] == (
+            ["wait-gcs"] if deployment is worker else []
+        )
+        for container in containers:
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", container["name"]
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"] == token, container["name"]
+    # Without auth nothing changes: running clusters keep their pods.
+    assert all("RAY_AUTH" not in str(c) for c in _children_with())
+
+
+def test_network_policy_lets_the_cluster_talk_and_admits_the_job_api_from_the_peers() -> None:
+    peer = {"namespaceSelector": {"matchLabels": {"team": "ml"}}}
+    policy, *_ = _children_with(networkPolicy={"enabled": True, "allowFrom": [peer]})
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["name"] == "sample-cluster-ray"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"ray.kubeflow.org/cluster": "sample-cluster"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    own, job_api = spec["ingress"]
+    assert own == {"from": [{"podSelector": spec["podSelector"]}]}  # every port, each other
+    assert job_api["ports"] == [{"protocol": "TCP", "port": 8265}]
+    runners, operator, listed = job_api["from"]
+    assert runners["podSelector"]["matchExpressions"] == [
+        {"key": "ray.kubeflow.org/rayjob", "operator": "Exists"}
+    ]
+    assert operator["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ops"}
+    assert listed == peer
+    disabled = _children_with(networkPolicy={"enabled": False})
+    assert all(c["kind"] != "NetworkPolicy" for c in disabled)
+
+
+@pytest.mark.parametrize(
+    ("peer", "message"),
+    [
+        ({}, "spec.networkPolicy.allowFrom[0]: {} is not valid; a peer with podSelector"),
+        ({"podSelector": {"app": "x"}}, "allowFrom[0].podSelector: {'app': 'x'} is not valid; a "
+         "label selector: matchLabels and/or matchExpressions (not app)"),
+        ({"ipBlock": {}}, "allowFrom[0].ipBlock: {} is not valid"),
+        ({"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}, "either ipBlock or selectors"),
+        ({"podselector": {}},
+         "spec.networkPolicy.allowFrom[0].podselector: {} is not valid; an unknown field"),
+    ],
+)
+def test_a_bad_network_peer_is_named(peer: dict[str, Any], message: str) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["spec"]["networkPolicy"] = {"enabled": True, "allowFrom": [peer]}
+    report = validate_ray(manifest)
+    assert not report.ok
+    assert message in report.message(), report.message()
+
+
+GPU_GROUP = {
+    "name": "gpu",
+    "replicas": 2,
+    "rayResources": {"accelerator_a10g": 1},
+    "template": {"spec": {"containers": [{
+        "name": "ray-worker", "image": IMAGE, "command": ["ray"],
+        "args": ["start", "--address=$(RAY_HEAD_SERVICE):6379", "--block"],
+        "resources": {"limits": {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"}},
+    }]}},
+}
+
+
+def test_each_worker_group_is_a_deployment_of_its_own_told_its_node_s_ray_resources() -> None:
+    children = _children_with(workerGroups=[GPU_GROUP, {"name": "cpu"}])
+    assert [c["metadata"]["name"] for c in children] == [
+        "sample-cluster-head", "sample-cluster-head", "sample-cluster-worker",
+        "sample-cluster-worker-gpu", "sample-cluster-worker-cpu",
+    ]
+    plain = children[2]
+    gpu, cpu = children[3:]
+    assert gpu["spec"]["replicas"] == 2 and cpu["spec"]["replicas"] == 1
+    # Not selected by spec.worker's Deployment (its selector cannot change on running clusters).
+    assert gpu["spec"]["selector"]["matchLabels"] == {
+        "ray.kubeflow.org/cluster": "sample-cluster", "ray.kubeflow.org/role": "worker-gpu"
+    }
+    labels = gpu["spec"]["template"]["metadata"]["labels"]
+    assert labels["ray.kubeflow.org/worker-group"] == "gpu"
+    pod = gpu["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-gcs"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "start", "--address=$(RAY_HEAD_SERVICE):6379", "--num-gpus=1",
+        f"--memory={30 * 2**30}", '--resources={"accelerator_a10g":1.0}', "--block",
+    ]
+    env = {e["name"] for e in container["env"]}
+    assert {"RAY_HEAD_SERVICE", "RAY_NODE_IP"} <= env
+    # A group without a template gets the default worker's; spec.worker itself is unchanged.
+    assert cpu["spec"]["template"]["spec"]["containers"][0]["args"] == (
+        plain["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert plain == children_of("ray-simple.yaml")[2]
+
+
+def test_a_user_s_own_ray_start_flags_win() -> None:
+    group = yaml.safe_load(yaml.safe_dump(GPU_GROUP))
+    group["template"]["spec"]["containers"][0]["args"].insert(1, "--num-gpus=0")
+    (deployment,) = _children_with(workerGroups=[group])[3:]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--num-gpus")] == ["--num-gpus=0"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([{"name": "GPU"}], "spec.workerGroups[0].name: 'GPU' is not valid; a DNS label"),
+        ([{"name": "a" * 30}], "within 46 characters (its pods' names must be host names): at "
+         "most 24 characters here"),
+        ([{"name": "a"}, {"name": "a"}], "spec.workerGroups[1].name: 'a' is not valid; a name of "
+         "its own (spec.workerGroups[0] has it)"),
+        ([{"name": "a", "rayResources": {"GPU": 1}}], "spec.workerGroups[0].rayResources.GPU"),
+        ([{"name": "a", "rayResources": {"x": -1}}], "an amount of at least 0"),
+        ([{"name": "a", "rayResources": {"x": 1}, "template": {"spec": {"containers": [
+            {"name": "w", "image": "i", "command": ["sh", "-c", "ray start --block"]}]}}}],
+         "spec.workerGroups[0].rayResources: {'x': 1.0} is not valid; custom resources for a Ray "
+         "container that runs `ray start` itself"),
+        ([{"name": "a", "replica": 2}], "spec.workerGroups[0].replica"),
+        ([{"name": "a", "replicas": -1}], "spec.workerGroups[0].replicas"),
+    ],
+)
+def test_a_bad_worker_group_is_named(groups: list[dict[str, Any]], message: str) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["spec"]["workerGroups"] = groups
+    report = validate_ray(manifest)
+    assert not report.ok
+    assert message in report.message(), report.message()
+
+
+def test_gcs_fault_tolerance_gives_the_head_redis_and_the_workers_patience() -> None:
+    ft = {
+        "redisAddress": "redis.ray-system.svc:6379",
+        "redisPasswordSecret": {"name": "redis", "key": "password"},
+    }
+    _, head, worker, group = _children_with(gcsFaultTolerance=ft, workerGroups=[{"name": "g"}])
+    (ray_head,) = head["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in ray_head["env"]}
+    assert env["RAY_REDIS_ADDRESS"]["value"] == "redis.ray-system.svc:6379"
+    assert env["RAY_external_storage_namespace"]["value"] == "0000-uid"  # the Ray's uid
+    assert env["REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis", "key": "password"}
+    }
+    assert "--redis-password=$(REDIS_PASSWORD)" in ray_head["args"]
+    assert ray_head["args"][-1] == "--block"
+    for deployment in (worker, group):
+        pod = deployment["spec"]["template"]["spec"]
+        for container in [*pod["initContainers"], *pod["containers"]]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["RAY_gcs_rpc_server_reconnect_timeout_s"] == "600"
+            assert "RAY_REDIS_ADDRESS" not in env
+    named = _children_with(gcsFaultTolerance={"redisAddress": "r:6379",
+                                              "externalStorageNamespace": "team-a"})
+    head_env = {e["name"]: e.get("value") for e in
+                named[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert head_env["RAY_external_storage_namespace"] == "team-a"
+    assert "REDIS_PASSWORD" not in head_env
+
+
+@pytest.mark.parametrize(
+    ("ft", "message"),
+    [
+        ({"redisAddress": "redis://r:6379"}, "spec.gcsFaultTolerance.redisAddress: "
+         "'redis://r:6379' is not valid; host:port of a Redis"),
+        ({"redisAddress": "r:70000"}, "spec.gcsFaultTolerance.redisAddress"),
+        ({}, "spec.gcsFaultTolerance.redisAddress"),
+        ({"redisAddress": "r:6379", "redisPasswordSecret": {"name": "s"}},
+         "spec.gcsFaultTolerance.redisPasswordSecret.key"),
+    ],
+)
+def test_a_bad_gcs_fault_tolerance_section_is_named(ft: dict[str, Any], message: str) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["spec"]["gcsFaultTolerance"] = ft
+    report = validate_ray(manifest)
+    assert not report.ok
+    assert message in report.message(), report.message()
+
+
+def test_a_password_needs_a_head_that_runs_ray_start_itself() -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text())
+    manifest["spec"]["head"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c"]
+    manifest["spec"]["gcsFaultTolerance"] = {
+        "redisAddress": "r:6379", "redisPasswordSecret": {"name": "s", "key": "k"}
+    }
+    report = validate_ray(manifest)
+    assert "spec.gcsFaultTolerance.redisPasswordSecret" in report.message(), report.message()

@@ -104,3 +104,29 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
     )
     assert head_available["lastTransitionTime"] == "t1"
     assert second["startTime"] == "t1"
+
+
+def test_worker_groups_count_in_the_workers_column_health_and_a_condition_each() -> None:
+    def with_gpu(gpu: Any) -> dict[str, Any]:
+        observed = observe(deployment(1, 1), deployment(3, 3))
+        return compute_status(
+            None, Observed(**{**observed.__dict__, "groups": (("gpu", 2, gpu),)}), "t"
+        )
+
+    waiting = with_gpu(deployment(2, 1))
+    assert waiting["workersReady"] == "4/5"
+    assert waiting["health"] == "Unknown"
+    assert "worker group 'gpu'" in waiting["conditions"][0]["message"]
+    (group,) = waiting["workerGroups"]
+    assert group == {"name": "gpu", "desired": 2, "replicas": 2, "readyReplicas": 1,
+                     "availableReplicas": 1, "updatedReplicas": 2}
+    gpu_condition = next(c for c in waiting["conditions"]
+                         if c["type"] == "RayWorkerGroup-gpu-Available")
+    assert gpu_condition["status"] == "False"
+
+    ready = with_gpu(deployment(2, 2))
+    assert ready["workersReady"] == "5/5" and ready["health"] == "True"
+    failing = with_gpu(deployment(2, 0, failure=True))
+    assert failing["health"] == "False" and "exceeded quota" in failing["conditions"][0]["message"]
+    assert "workerGroups" not in compute_status(None, observe(deployment(1, 1), deployment(3, 3)),
+                                                "t")

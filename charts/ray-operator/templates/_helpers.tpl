@@ -96,13 +96,23 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: ["ray.kubeflow.org"]
   resources: ["raypipelines/finalizers"]
   verbs: ["update"]
-# Children of a Ray: head and worker Deployments, head Service (drift is repaired in place).
+# Children of a Ray: head and worker Deployments, head Service (drift is repaired in place);
+# delete: a worker group taken out of the spec.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "update"]
+# spec.networkPolicy: the cluster's NetworkPolicy (delete: when the spec drops it).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
+# spec.auth: the token Secret, created with a random token and watched as metadata only. get:
+# the token is read only to stop a Ray job whose runner is gone (a RayJob's finalizer).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # A RayJob's children, watched so that lost ones are recreated and status mirrors at once.
 # ConfigMap: job data and status (patch: spec.kill). update is not used directly, but the
 # runner's Role grants get/update/patch, and a Role may only grant rights its creator holds.

@@ -16,6 +16,7 @@ FIELD_MANAGER: Final = "ray-operator"
 # Labels on every child: select them by cluster and role.
 LABEL_CLUSTER: Final = f"{GROUP}/cluster"
 LABEL_ROLE: Final = f"{GROUP}/role"
+LABEL_WORKER_GROUP: Final = f"{GROUP}/worker-group"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 # On every child of a RayJob: the RayJob's name.
 LABEL_RAYJOB: Final = f"{GROUP}/rayjob"
@@ -50,8 +51,10 @@ COND_WORKER_REPLICA_FAILURE: Final = "RayWorkerDeploymentReplicaFailure"
 # Event reasons.
 REASON_CREATED: Final = "SuccessfullyCreate"
 REASON_UPDATED: Final = "SuccessfullyUpdate"
+REASON_DELETED: Final = "SuccessfullyDelete"
 REASON_FAILED_CREATE: Final = "FailedCreate"
 REASON_FAILED_UPDATE: Final = "FailedUpdate"
+REASON_FAILED_DELETE: Final = "FailedDelete"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UNKNOWN_FIELD: Final = "UnknownField"

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ray_operator.api.constants import API_VERSION
 from ray_operator.api.ray import RaySpec
+from ray_operator.api.rayjob import ScriptFrom
 
 KIND: Final = "RayPipeline"
 DEFAULT_TIMEOUT_MINUTES: Final = 360
@@ -72,10 +73,18 @@ class PipelineStep(BaseModel):
 
     name: str = Field(description="Step name: a DNS label of at most 30 characters.")
     script: str = Field(
+        default="",
         description=(
             "The Python script: a path relative to the pipeline file, s3://bucket/key, "
-            "bucket:key, or the script text itself when it spans several lines."
-        )
+            "bucket:key, or the script text itself when it spans several lines; or scriptFrom."
+        ),
+    )
+    scriptFrom: ScriptFrom | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "The script from a ConfigMap key in the pipeline's namespace (RayPipeline only; "
+            "`ray-operator pipeline apply` makes one from the files beside the pipeline)."
+        ),
     )
     scriptLocation: Literal["inline", "file", "s3"] | None = Field(  # noqa: N815
         default=None,
@@ -115,6 +124,18 @@ class PipelineStep(BaseModel):
 
     @model_validator(mode="after")
     def _s3_location_is_one(self) -> PipelineStep:
+        if self.scriptFrom is not None:
+            if self.script or self.scriptLocation is not None:
+                raise ValueError(
+                    "script and scriptFrom are both given: set one (the script or where it is, "
+                    "or the ConfigMap key that holds it)"
+                )
+            return self
+        if not self.script:
+            raise ValueError(
+                "no script: give script (a file path, s3://bucket/key, bucket:key or the text) "
+                "or scriptFrom.configMapKeyRef {name, key}"
+            )
         if self.scriptLocation == "s3" and not (
             self.script.startswith("s3://") or _BUCKET_KEY.fullmatch(self.script)
         ):
@@ -151,6 +172,8 @@ class PipelineStep(BaseModel):
         The guess: any line break makes it text (a one-line ``script: |`` block ends with one,
         and no path or S3 location has one); ``s3://`` or ``bucket:key`` is S3; else a file.
         """
+        if self.scriptFrom is not None:
+            return "configMap"
         if self.scriptLocation is not None:
             return self.scriptLocation
         if "\n" in self.script:
@@ -346,6 +369,14 @@ def load_pipeline(path: str | Path) -> RayPipelineResource:
 
 def resolve_script(step: PipelineStep, base_dir: Path | None) -> str | None:
     """The script's text when it is inline or a local file; None when it lives in S3."""
+    if step.scriptFrom is not None:
+        ref = step.scriptFrom.configMapKeyRef
+        raise PipelineSpecError(
+            str(base_dir or "."),
+            [f"steps[{step.name}].scriptFrom: ConfigMap {ref.name!r} key {ref.key!r} is read in "
+             "the cluster only (RayPipeline); here give script: a file beside the pipeline, "
+             "s3://bucket/key or the text"],
+        )
     if step.script_is_inline:
         return step.script
     if step.script_is_s3:

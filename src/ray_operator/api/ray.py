@@ -72,6 +72,89 @@ class ReplicaSpec(_Closed):
     template: PodTemplate | None = Field(default=None, description="The pod template.")
 
 
+class WorkerGroup(_Closed):
+    """One more group of workers, with a pod shape of its own (GPU nodes, large memory)."""
+
+    name: str = Field(
+        description=(
+            "The group's name: a DNS label; its Deployment is {name}-worker-{group}, at most "
+            "46 characters so its pods' names stay valid host names."
+        )
+    )
+    replicas: StrictInt | None = Field(default=None, ge=0, description="Number of pods (1).")
+    template: PodTemplate | None = Field(
+        default=None, description="The pod template (default: the default worker template)."
+    )
+    rayResources: dict[str, float] | None = Field(  # noqa: N815
+        default=None,
+        description=(
+            "Custom Ray resources of each node of the group ({name: amount}, passed as ray "
+            "start --resources); GPUs and memory come from the Ray container's limits."
+        ),
+    )
+
+
+class SecretKeyRef(_Closed):
+    """One key of a Secret in the Ray's namespace."""
+
+    name: str = Field(min_length=1, description="The Secret's name.")
+    key: str = Field(min_length=1, description="The key holding the value.")
+
+
+class GcsFaultTolerance(_Closed):
+    """Ray's GCS fault tolerance: the head keeps the cluster's state in an external Redis."""
+
+    redisAddress: str = Field(  # noqa: N815
+        description="host:port of the Redis the head writes to (e.g. redis.ray.svc:6379)."
+    )
+    redisPasswordSecret: SecretKeyRef | None = Field(  # noqa: N815
+        default=None, description="The Redis password, from a Secret (none: no password)."
+    )
+    externalStorageNamespace: str | None = Field(  # noqa: N815
+        default=None,
+        description="The Ray's keys in Redis are under this name (default: the Ray's uid).",
+    )
+
+
+class RayAuth(_Closed):
+    """Ray's token authentication for the cluster's dashboard, job API and GCS."""
+
+    mode: Literal["token"] = Field(
+        description=(
+            "token: the operator makes a Secret {name}-auth (key 'token', random) and gives "
+            "every Ray container RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from it; RayJobs and "
+            "pipeline steps on this cluster use it without further settings."
+        )
+    )
+
+
+class NetworkPeer(_Closed):
+    """Who may reach the dashboard and job API: as a NetworkPolicy peer."""
+
+    podSelector: dict[str, Any] | None = Field(  # noqa: N815
+        default=None, description="Pods (in this namespace, or those of namespaceSelector)."
+    )
+    namespaceSelector: dict[str, Any] | None = Field(  # noqa: N815
+        default=None, description="Namespaces (all their pods, or those of podSelector)."
+    )
+    ipBlock: dict[str, Any] | None = Field(  # noqa: N815
+        default=None, description="Addresses: {cidr, except} (e.g. the apiserver's, a VPN's)."
+    )
+
+
+class RayNetworkPolicy(_Closed):
+    """A NetworkPolicy for the cluster's pods (enforced only by a CNI that supports it)."""
+
+    enabled: StrictBool = Field(description="true: the operator keeps a NetworkPolicy {name}-ray.")
+    allowFrom: list[NetworkPeer] = Field(  # noqa: N815
+        default_factory=list,
+        description=(
+            "Peers admitted to the dashboard and job API (8265), beside the cluster's own pods "
+            "(all ports), RayJob runner pods of this namespace and the operator."
+        ),
+    )
+
+
 class RaySpec(_Closed):
     """Desired state of a Ray cluster: one head, N workers."""
 
@@ -79,10 +162,22 @@ class RaySpec(_Closed):
         default=None, description="The head (default: one pod of the default head template)."
     )
     worker: ReplicaSpec = Field(description="The workers.")
+    workerGroups: list[WorkerGroup] | None = Field(  # noqa: N815
+        default=None,
+        description="More worker groups beside spec.worker, each a Deployment of its own.",
+    )
     suspend: StrictBool | None = Field(
         default=None,
         description="true: every pod of the cluster stops (both Deployments at 0, the Service "
         "kept); false or absent: the cluster runs as declared.",
+    )
+    auth: RayAuth | None = Field(default=None, description="Ray's token authentication.")
+    gcsFaultTolerance: GcsFaultTolerance | None = Field(  # noqa: N815
+        default=None,
+        description="Keep the GCS in Redis: a head that dies comes back with the cluster's state.",
+    )
+    networkPolicy: RayNetworkPolicy | None = Field(  # noqa: N815
+        default=None, description="Who may reach the cluster's pods."
     )
 
 
@@ -93,6 +188,13 @@ class ReplicaStatus(BaseModel):
     readyReplicas: int = 0  # noqa: N815
     availableReplicas: int = 0  # noqa: N815
     updatedReplicas: int = 0  # noqa: N815
+
+
+class GroupStatus(ReplicaStatus):
+    """Replica counts of one worker group's Deployment."""
+
+    name: str
+    desired: int = 0
 
 
 class Condition(BaseModel):
@@ -111,6 +213,7 @@ class RayStatus(BaseModel):
 
     head: ReplicaStatus | None = None
     worker: ReplicaStatus | None = None
+    workerGroups: list[GroupStatus] = Field(default_factory=list)  # noqa: N815
     conditions: list[Condition] = Field(default_factory=list)
     startTime: str | None = None  # noqa: N815
     lastReconcileTime: str | None = None  # noqa: N815

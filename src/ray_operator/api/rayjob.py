@@ -95,6 +95,29 @@ class RunnerTemplate(BaseModel):
     spec: RunnerPodSpec | None = None
 
 
+class ConfigMapKeyRef(BaseModel):
+    """One key of a ConfigMap in the job's namespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="The ConfigMap's name.")
+    key: str = Field(
+        min_length=1,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key holding the script; also the script's file name in the job.",
+    )
+
+
+class ScriptFrom(BaseModel):
+    """Where a script comes from when it is not written in the resource."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    configMapKeyRef: ConfigMapKeyRef = Field(  # noqa: N815
+        description="Mounted into the runner Pod (read by the kubelet, not the operator)."
+    )
+
+
 class RayJobSpec(BaseModel):
     """Desired job: where it runs, what it runs, where its logs go."""
 
@@ -118,9 +141,15 @@ class RayJobSpec(BaseModel):
         ge=0,
         description="Keep the job's own Ray this many seconds after the job ends (to read logs).",
     )
-    script: str = Field(description="Script text, an S3 object (bucket:key, s3://...) or a path.")
+    script: str = Field(
+        default="",
+        description="Script text, an S3 object (bucket:key, s3://...) or a path; or scriptFrom.",
+    )
     scriptLocation: Literal["inline", "s3", "file"] = Field(  # noqa: N815
         default="inline", description="Where script is."
+    )
+    scriptFrom: ScriptFrom | None = Field(  # noqa: N815
+        default=None, description="The script from a ConfigMap key, instead of script."
     )
     parameters: dict[str, str] | None = Field(default=None, description="key=value parameters.")
     runtimeEnv: RayJobRuntimeEnv | None = Field(default=None, description="pip and env.")  # noqa: N815

@@ -98,7 +98,132 @@ def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Repor
     for role, replica in (("head", head), ("worker", resource.spec.worker)):
         if replica is not None:
             _check_template(replica, f"spec.{role}", report, fields)
+    for index, group in enumerate(resource.spec.workerGroups or []):
+        _check_group(name if isinstance(name, str) else "", group, index, report, fields)
+    _check_group_names(resource.spec.workerGroups or [], report)
+    if resource.spec.networkPolicy is not None:
+        _check_peers(resource.spec.networkPolicy.allowFrom, report)
+    if resource.spec.gcsFaultTolerance is not None:
+        _check_gcs_ft(resource, report)
     return report
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:(\d{1,5})$")
+RAY_HEAD_CONTAINER = "ray-head"
+
+
+def _check_gcs_ft(resource: RayResource, report: Report) -> None:
+    ft = resource.spec.gcsFaultTolerance
+    assert ft is not None
+    found = _HOST_PORT.match(ft.redisAddress)
+    if found is None or not 0 < int(found.group(2)) < 65536:
+        report.errors.append(Problem(
+            "spec.gcsFaultTolerance.redisAddress", ft.redisAddress,
+            "host:port of a Redis, e.g. redis.ray-system.svc:6379 (no scheme, one address)"))
+    head = resource.spec.head
+    if ft.redisPasswordSecret is not None and head is not None and head.template is not None:
+        raw = head.template.model_dump(exclude_none=True, by_alias=True)
+        if ray_start_container(raw, RAY_HEAD_CONTAINER) is None:
+            report.errors.append(Problem(
+                "spec.gcsFaultTolerance.redisPasswordSecret", ft.redisPasswordSecret.model_dump(),
+                "a head whose Ray container runs `ray start` itself (command [ray], args [start, "
+                "...]): Ray takes the password as --redis-password only; with another command, "
+                "leave this out and pass --redis-password=$(REDIS_PASSWORD) yourself"))
+
+
+# A group's pods are named {ray}-worker-{group}-<10>-<5>: at most 63 characters, a host name.
+GROUP_DEPLOYMENT_MAX = _LABEL_MAX - len("-0123456789-abcde")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Ray's own resources: they come from the container's limits (--num-cpus, --num-gpus, --memory).
+_RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
+def _check_group(
+    ray: str, group: Any, index: int, report: Report, fields: FieldTable | None
+) -> None:
+    path = f"spec.workerGroups[{index}]"
+    deployment = f"{ray}-worker-{group.name}"
+    if not _DNS_LABEL.match(group.name):
+        report.errors.append(Problem(
+            f"{path}.name", group.name,
+            "a DNS label: lower-case letters, digits and '-', starting and ending with a letter "
+            "or digit"))
+    elif len(deployment) > GROUP_DEPLOYMENT_MAX:
+        report.errors.append(Problem(
+            f"{path}.name", group.name,
+            f"a name that keeps the group's Deployment {deployment!r} within "
+            f"{GROUP_DEPLOYMENT_MAX} characters (its pods' names must be host names): at most "
+            f"{max(GROUP_DEPLOYMENT_MAX - len(ray) - len('-worker-'), 0)} characters here"))
+    _check_template(group, path, report, fields)
+    if group.rayResources and group.template is not None:
+        raw = group.template.model_dump(exclude_none=True, by_alias=True)
+        if ray_start_container(raw) is None:
+            report.errors.append(Problem(
+                f"{path}.rayResources", group.rayResources,
+                "custom resources for a Ray container that runs `ray start` itself (command "
+                "[ray], args [start, ...]); with another command, pass --resources in it"))
+    for resource, amount in (group.rayResources or {}).items():
+        if resource in _RAY_BUILTIN_RESOURCES:
+            report.errors.append(Problem(
+                f"{path}.rayResources.{resource}", amount,
+                "a custom resource name: CPU, GPU and memory come from the Ray container's "
+                "limits (cpu, nvidia.com/gpu, memory)"))
+        elif amount < 0:
+            report.errors.append(Problem(
+                f"{path}.rayResources.{resource}", amount, "an amount of at least 0"))
+
+
+# The Ray container of a worker pod (the default templates' name for it).
+RAY_WORKER_CONTAINER = "ray-worker"
+
+
+def ray_start_container(
+    template: dict[str, Any], name: str = RAY_WORKER_CONTAINER
+) -> dict[str, Any] | None:
+    """The container that runs ``ray start`` as its command (``ray``, args ``start ...``)."""
+    containers: list[dict[str, Any]] = (template.get("spec") or {}).get("containers") or []
+    named = [c for c in containers if c.get("name") == name] or containers[:1]
+    for container in named:
+        if container.get("command") == ["ray"] and (container.get("args") or [""])[0] == "start":
+            return container
+    return None
+
+
+def _check_group_names(groups: list[Any], report: Report) -> None:
+    seen: dict[str, int] = {}
+    for index, group in enumerate(groups):
+        if group.name in seen:
+            report.errors.append(Problem(
+                f"spec.workerGroups[{index}].name", group.name,
+                f"a name of its own (spec.workerGroups[{seen[group.name]}] has it)"))
+        seen.setdefault(group.name, index)
+
+
+_SELECTOR_KEYS = frozenset({"matchLabels", "matchExpressions"})
+
+
+def _check_peers(peers: list[Any], report: Report) -> None:
+    """Each peer says who (a selector or addresses), in the NetworkPolicy's own terms."""
+    for index, peer in enumerate(peers):
+        path = f"spec.networkPolicy.allowFrom[{index}]"
+        given = peer.model_dump(exclude_none=True)
+        if not given:
+            report.errors.append(Problem(
+                path, {}, "a peer with podSelector, namespaceSelector or ipBlock (an empty one "
+                "would admit nobody)"))
+        for name in ("podSelector", "namespaceSelector"):
+            unknown = sorted(set(given.get(name) or {}) - _SELECTOR_KEYS)
+            if unknown:
+                report.errors.append(Problem(
+                    f"{path}.{name}", given[name], "a label selector: matchLabels and/or "
+                    f"matchExpressions (not {', '.join(unknown)})"))
+        block = given.get("ipBlock")
+        if block is not None and not isinstance(block.get("cidr"), str):
+            report.errors.append(Problem(
+                f"{path}.ipBlock", block, "{cidr: 10.0.0.0/16, except: [...]} with a CIDR"))
+        if block is not None and len(given) > 1:
+            report.errors.append(Problem(
+                path, given, "either ipBlock or selectors in one peer, as in a NetworkPolicy"))
 
 
 def _accepted(err: Any) -> str:

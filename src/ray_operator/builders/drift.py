@@ -112,6 +112,11 @@ def _same_scalar(a: Any, b: Any) -> bool:
     return qa is not None and qa == qb
 
 
+def quantity(value: Any) -> Decimal | None:
+    """A resource quantity as a number (``2Gi`` is 2147483648), or None when it is not one."""
+    return _quantity(value)
+
+
 def _quantity(value: Any) -> Decimal | None:
     """A resource quantity (``500m``, ``2Gi``, ``1e3``, ``2``) as a number, else None."""
     if isinstance(value, int | float):

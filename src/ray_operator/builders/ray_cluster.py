@@ -1,10 +1,11 @@
-"""A ``Ray`` resource -> its head Deployment, worker Deployment and head Service."""
+"""A ``Ray`` resource -> its Deployments, head Service, and optional token Secret and policy."""
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ray_operator.api.constants import (
     API_VERSION,
@@ -12,18 +13,44 @@ from ray_operator.api.constants import (
     ENV_NODE_IP,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
+    LABEL_RAYJOB,
     LABEL_ROLE,
+    LABEL_WORKER_GROUP,
     MANAGED_BY,
     PORT_DASHBOARD,
     ROLE_HEAD,
     ROLE_WORKER,
 )
 from ray_operator.api.pod_fields import without_fields
-from ray_operator.api.ray import RayResource, ReplicaSpec
+from ray_operator.api.ray import (
+    GcsFaultTolerance,
+    RayNetworkPolicy,
+    RayResource,
+    ReplicaSpec,
+    WorkerGroup,
+)
+from ray_operator.api.validation import RAY_HEAD_CONTAINER as HEAD_CONTAINER
+from ray_operator.api.validation import ray_start_container
 from ray_operator.builders.defaults import WAIT_FOR_GCS_FROM, Defaults
+from ray_operator.builders.drift import quantity
 from ray_operator.builders.gcs_wait import with_gcs_wait
 
 Obj = dict[str, Any]
+
+# Ray's token authentication (Ray 2.52 and later), and the key of the operator's token Secret
+# (the key RayJob.spec.tokenSecretName reads as well).
+ENV_AUTH_MODE: Final = "RAY_AUTH_MODE"
+ENV_AUTH_TOKEN: Final = "RAY_AUTH_TOKEN"
+AUTH_TOKEN_KEY: Final = "token"
+# GCS fault tolerance: where the head keeps its state, and how long workers wait for a new head
+# (Ray's default is 60 s; a head pod rescheduled and pulling its image takes longer).
+ENV_REDIS_ADDRESS: Final = "RAY_REDIS_ADDRESS"
+ENV_REDIS_PASSWORD: Final = "REDIS_PASSWORD"
+ENV_STORAGE_NAMESPACE: Final = "RAY_external_storage_namespace"
+ENV_GCS_RECONNECT: Final = "RAY_gcs_rpc_server_reconnect_timeout_s"
+GCS_RECONNECT_SECONDS: Final = 600
+# The chart's pod label of the operator (app.kubernetes.io/name: the chart's name).
+OPERATOR_POD_LABELS: Final = {"app.kubernetes.io/name": "ray-operator"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +59,14 @@ class RoleSpec:
 
     replicas: int
     template: Obj
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One of ``spec.workerGroups``: its name and pods."""
+
+    name: str
+    pods: RoleSpec
 
 
 @dataclass(frozen=True)
@@ -45,11 +80,37 @@ class ClusterPlan:
     worker: RoleSpec
     revision: int  # the builder revision recorded on the Ray (builders.defaults)
     suspended: bool = False  # spec.suspend: both Deployments at 0, whatever replicas say
+    auth: bool = False  # spec.auth.mode token
+    network_policy: RayNetworkPolicy | None = None  # when enabled
+    gcs_ft: GcsFaultTolerance | None = None
+    # Where the operator runs (admitted to the job API to stop jobs); None: not in a cluster.
+    operator_namespace: str | None = None
+    groups: tuple[GroupPlan, ...] = ()
 
 
 def head_name(cluster: str) -> str:
     """Name of the head Deployment and of the head Service."""
     return f"{cluster}-head"
+
+
+def auth_secret_name(cluster: str) -> str:
+    """The Secret holding the cluster's Ray auth token (``spec.auth``)."""
+    return f"{cluster}-auth"
+
+
+def network_policy_name(cluster: str) -> str:
+    """The NetworkPolicy of a cluster (``spec.networkPolicy``)."""
+    return f"{cluster}-ray"
+
+
+def group_name(cluster: str, group: str) -> str:
+    """Name of a worker group's Deployment."""
+    return f"{cluster}-worker-{group}"
+
+
+def group_role(group: str) -> str:
+    """The role label of a group's pods: not "worker", which spec.worker's Deployment selects."""
+    return f"worker-{group}"
 
 
 def worker_name(cluster: str) -> str:
@@ -78,7 +139,10 @@ def roles_using_defaults(resource: RayResource) -> list[str]:
 
 
 def plan_cluster(
-    resource: RayResource, defaults: Defaults, unknown_fields: list[str] | None = None
+    resource: RayResource,
+    defaults: Defaults,
+    unknown_fields: list[str] | None = None,
+    operator_namespace: str | None = None,
 ) -> ClusterPlan:
     """Apply defaults: one head, and the recorded default template of each role without one."""
     meta = resource.metadata
@@ -87,9 +151,14 @@ def plan_cluster(
     head = _role(spec.head, 1, defaults, ROLE_HEAD, drop)
     worker = _role(spec.worker, 1, defaults, ROLE_WORKER, drop)
     suspended = bool(spec.suspend)
+    groups = tuple(
+        GroupPlan(g.name, _group_pods(g, defaults, drop, index))
+        for index, g in enumerate(spec.workerGroups or [])
+    )
     if suspended:
         # The templates stay as they are: resuming brings back the very same pods.
         head, worker = RoleSpec(0, head.template), RoleSpec(0, worker.template)
+        groups = tuple(GroupPlan(g.name, RoleSpec(0, g.pods.template)) for g in groups)
     return ClusterPlan(
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
@@ -98,7 +167,54 @@ def plan_cluster(
         worker=worker,
         revision=defaults.revision,
         suspended=suspended,
+        auth=spec.auth is not None,
+        network_policy=spec.networkPolicy if spec.networkPolicy and spec.networkPolicy.enabled
+        else None,
+        operator_namespace=operator_namespace,
+        groups=groups,
+        gcs_ft=spec.gcsFaultTolerance,
     )
+
+
+def _group_pods(group: WorkerGroup, defaults: Defaults, drop: list[str], index: int) -> RoleSpec:
+    """A group's pods: its template (or the default worker's), told the node's Ray resources."""
+    replicas = 1 if group.replicas is None else group.replicas
+    if group.template is None:
+        template = _default_template(defaults, ROLE_WORKER)
+    else:
+        path = f"spec.workerGroups[{index}].template"
+        template = group.template.model_dump(exclude_none=True, by_alias=True)
+        mine = [p for p in drop if p.startswith(path + ".")]
+        template = without_fields(template, mine, path) if mine else template
+    return RoleSpec(replicas, with_ray_resources(template, group.rayResources or {}))
+
+
+def with_ray_resources(template: Obj, custom: dict[str, float]) -> Obj:
+    """A group's pods told their node's shape in ``ray start`` flags.
+
+    ``--num-gpus`` and ``--memory`` from the Ray container's limits, ``--resources`` from
+    ``custom``: Ray, and an autoscaler, know a node's resources from its flags, not its pod.
+    """
+    template = copy.deepcopy(template)
+    container = ray_start_container(template)
+    if container is None:
+        return template  # validation refuses rayResources here; nothing to add to
+    limits = (container.get("resources") or {}).get("limits") or {}
+    flags = []
+    gpus = quantity(limits.get("nvidia.com/gpu"))
+    if gpus:
+        flags.append(f"--num-gpus={int(gpus)}")
+    memory = quantity(limits.get("memory"))
+    if memory:
+        flags.append(f"--memory={int(memory)}")
+    if custom:
+        flags.append("--resources=" + json.dumps(custom, sort_keys=True, separators=(",", ":")))
+    args = list(container["args"])
+    given = {a.split("=", 1)[0] for a in args}
+    extra = [f for f in flags if f.split("=", 1)[0] not in given]  # the user's own flags win
+    at = args.index("--block") if "--block" in args else len(args)
+    container["args"] = [*args[:at], *extra, *args[at:]]
+    return template
 
 
 def _default_template(defaults: Defaults, role: str) -> Obj:
@@ -152,8 +268,106 @@ def _inject_env(template: Obj, extra: list[Obj]) -> Obj:
     return template
 
 
+def _auth_env(plan: ClusterPlan) -> list[Obj]:
+    secret = {"name": auth_secret_name(plan.name), "key": AUTH_TOKEN_KEY}
+    return [
+        {"name": ENV_AUTH_MODE, "value": "token"},
+        {"name": ENV_AUTH_TOKEN, "valueFrom": {"secretKeyRef": secret}},
+    ]
+
+
+def _gcs_ft_env(plan: ClusterPlan, role: str) -> list[Obj]:
+    """The head's Redis settings; the workers' patience while a new head starts."""
+    ft = plan.gcs_ft
+    assert ft is not None
+    if role != ROLE_HEAD:
+        return [{"name": ENV_GCS_RECONNECT, "value": str(GCS_RECONNECT_SECONDS)}]
+    env: list[Obj] = [
+        {"name": ENV_REDIS_ADDRESS, "value": ft.redisAddress},
+        {"name": ENV_STORAGE_NAMESPACE, "value": ft.externalStorageNamespace or plan.uid},
+    ]
+    if ft.redisPasswordSecret is not None:
+        ref = ft.redisPasswordSecret
+        env.append(
+            {
+                "name": ENV_REDIS_PASSWORD,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def _with_redis_password(template: Obj) -> Obj:
+    """``ray start`` takes the Redis password as a flag only: from the variable, unless given."""
+    template = copy.deepcopy(template)
+    container = ray_start_container(template, HEAD_CONTAINER)
+    if container is not None:
+        args = list(container["args"])
+        if not any(a.startswith("--redis-password") for a in args):
+            at = args.index("--block") if "--block" in args else len(args)
+            flag = f"--redis-password=$({ENV_REDIS_PASSWORD})"
+            container["args"] = [*args[:at], flag, *args[at:]]
+    return template
+
+
+def _with_env(template: Obj, env: list[Obj]) -> Obj:
+    """Settings in every container, init containers too (``ray health-check`` reads them)."""
+    template = copy.deepcopy(template)
+    names = {e["name"] for e in env}
+    pod = template.get("spec", {})
+    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+        own = [e for e in container.get("env", []) if e.get("name") not in names]
+        container["env"] = [*own, *copy.deepcopy(env)]
+    return template
+
+
+# What spec.auth and spec.gcsFaultTolerance put in the pods, and take out again.
+_OPTIONAL_ENV: Final = frozenset(
+    {
+        ENV_AUTH_MODE,
+        ENV_AUTH_TOKEN,
+        ENV_REDIS_ADDRESS,
+        ENV_REDIS_PASSWORD,
+        ENV_STORAGE_NAMESPACE,
+        ENV_GCS_RECONNECT,
+    }
+)
+
+
+def _optional_env_names(template: Obj) -> set[tuple[str, str]]:
+    pod = template.get("spec") or {}
+    return {
+        (container.get("name", ""), str(e.get("name")))
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]
+        for e in container.get("env") or []
+        if e.get("name") in _OPTIONAL_ENV
+    }
+
+
+def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
+    """Variables of ``spec.auth`` or ``spec.gcsFaultTolerance`` left after they were removed.
+
+    The drift compare keeps list items others added, so it would keep ours too: pods would go
+    on asking for a Secret that is gone, or a Redis nobody wants.
+    """
+    if desired.get("kind") != "Deployment":
+        return []
+    template = ("spec", "template")
+    want, have = desired, existing
+    for key in template:
+        want, have = want.get(key) or {}, have.get(key) or {}
+    stale = _optional_env_names(have) - _optional_env_names(want)
+    return [f"spec.template.spec.containers[{c}].env[{name}]" for c, name in sorted(stale)]
+
+
 def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[Obj]) -> Obj:
     template = _inject_env(role_spec.template, env)
+    if plan.auth:
+        template = _with_env(template, _auth_env(plan))
+    if plan.gcs_ft is not None:
+        template = _with_env(template, _gcs_ft_env(plan, role))
+        if role == ROLE_HEAD and plan.gcs_ft.redisPasswordSecret is not None:
+            template = _with_redis_password(template)
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**metadata.get("labels", {}), **_labels(plan, role)}
     return template
@@ -193,17 +407,30 @@ def build_head_deployment(plan: ClusterPlan) -> Obj:
     return _deployment(plan, ROLE_HEAD, plan.head, head_name(plan.name), [_node_ip_env()])
 
 
-def build_worker_deployment(plan: ClusterPlan) -> Obj:
-    """The worker Deployment ``{name}-worker``; pods also get ``RAY_HEAD_SERVICE``."""
+def _joining(plan: ClusterPlan, pods: RoleSpec) -> tuple[RoleSpec, list[Obj]]:
+    """Worker pods as they join the head: its Service's name, and (revision 3 on) a wait."""
     env = [_node_ip_env(), {"name": ENV_HEAD_SERVICE, "value": head_name(plan.name)}]
-    worker = plan.worker
     if plan.revision >= WAIT_FOR_GCS_FROM:
         exposed = {p["port"] for p in service_ports(plan.head.template)}
         dashboard = PORT_DASHBOARD if PORT_DASHBOARD in exposed else None
-        worker = RoleSpec(
-            worker.replicas, with_gcs_wait(worker.template, head_name(plan.name), dashboard)
-        )
+        waiting = with_gcs_wait(pods.template, head_name(plan.name), dashboard)
+        pods = RoleSpec(pods.replicas, waiting)
+    return pods, env
+
+
+def build_worker_deployment(plan: ClusterPlan) -> Obj:
+    """The worker Deployment ``{name}-worker``; pods also get ``RAY_HEAD_SERVICE``."""
+    worker, env = _joining(plan, plan.worker)
     return _deployment(plan, ROLE_WORKER, worker, worker_name(plan.name), env)
+
+
+def build_group_deployment(plan: ClusterPlan, group: GroupPlan) -> Obj:
+    """The Deployment ``{name}-worker-{group}`` of one of ``spec.workerGroups``."""
+    pods, env = _joining(plan, group.pods)
+    body = _deployment(plan, group_role(group.name), pods, group_name(plan.name, group.name), env)
+    for labels in (body["metadata"]["labels"], body["spec"]["template"]["metadata"]["labels"]):
+        labels[LABEL_WORKER_GROUP] = group.name
+    return body
 
 
 def service_ports(template: Obj) -> list[Obj]:
@@ -245,6 +472,73 @@ def build_head_service(plan: ClusterPlan) -> Obj:
     return body
 
 
+def build_auth_secret(plan: ClusterPlan) -> Obj:
+    """The token Secret, without its token.
+
+    The controller writes a random one when it creates the Secret, and never changes it.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": auth_secret_name(plan.name),
+            "namespace": plan.namespace,
+            "labels": {LABEL_CLUSTER: plan.name, LABEL_MANAGED_BY: MANAGED_BY},
+            "ownerReferences": [owner_reference(plan)],
+        },
+    }
+
+
+def build_network_policy(plan: ClusterPlan) -> Obj:
+    """Ingress to the cluster's pods: from each other, and to the job API from a few.
+
+    Each other on every port; the dashboard and job API from the listed peers, the namespace's
+    RayJob runners and the operator.
+    """
+    assert plan.network_policy is not None
+    own = {"podSelector": {"matchLabels": {LABEL_CLUSTER: plan.name}}}
+    runners = {"podSelector": {"matchExpressions": [{"key": LABEL_RAYJOB, "operator": "Exists"}]}}
+    job_api: list[Obj] = [runners]
+    if plan.operator_namespace:
+        job_api.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": plan.operator_namespace}
+                },
+                "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+            }
+        )
+    job_api += [p.model_dump(exclude_none=True) for p in plan.network_policy.allowFrom]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(plan.name),
+            "namespace": plan.namespace,
+            "labels": {LABEL_CLUSTER: plan.name, LABEL_MANAGED_BY: MANAGED_BY},
+            "ownerReferences": [owner_reference(plan)],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_CLUSTER: plan.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [own]},
+                {"from": job_api, "ports": [{"protocol": "TCP", "port": PORT_DASHBOARD}]},
+            ],
+        },
+    }
+
+
 def build_children(plan: ClusterPlan) -> list[Obj]:
-    """Every child, in the order they are created."""
-    return [build_head_service(plan), build_head_deployment(plan), build_worker_deployment(plan)]
+    """Every child, in the order they are created (the Secret before the pods that read it)."""
+    children = [build_auth_secret(plan)] if plan.auth else []
+    if plan.network_policy is not None:
+        children.append(build_network_policy(plan))
+    return [
+        *children,
+        build_head_service(plan),
+        build_head_deployment(plan),
+        build_worker_deployment(plan),
+        *(build_group_deployment(plan, group) for group in plan.groups),
+    ]

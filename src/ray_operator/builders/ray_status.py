@@ -45,6 +45,18 @@ class Observed:
     error: str | None = None  # invalid spec or a failed write: Health=False with this message
     error_reason: str = "InvalidSpec"
     suspended: bool = False  # spec.suspend is true
+    # spec.workerGroups: (name, desired pods, its Deployment as seen).
+    groups: tuple[tuple[str, int, Obj | None], ...] = ()
+
+
+def group_condition(group: str) -> str:
+    """The type of a worker group's availability condition."""
+    return f"RayWorkerGroup-{group}-Available"
+
+
+def _group_available(deployment: Obj | None) -> Obj | None:
+    found = {c.get("type"): c for c in (deployment or {}).get("status", {}).get("conditions", [])}
+    return found.get("Available")
 
 
 def replica_counts(deployment: Obj | None) -> Obj:
@@ -125,23 +137,44 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
                     now,
                 )
             )
+    for group, _, deployment in observed.groups:
+        src = _group_available(deployment)
+        conditions.append(
+            _merge(
+                prev_conds,
+                group_condition(group),
+                src.get("status", "Unknown") if src else "Unknown",
+                src.get("reason") if src else None,
+                src.get("message") if src else None,
+                now,
+            )
+        )
     head_ok = _settled(observed.head, observed.head_desired)
     worker_ok = _settled(observed.worker, observed.worker_desired)
-    failure = observed.error or _failure(observed.head) or _failure(observed.worker)
+    groups_waiting = [
+        g for g, desired, deployment in observed.groups if not _settled(deployment, desired)
+    ]
+    failure = (
+        observed.error
+        or _failure(observed.head)
+        or _failure(observed.worker)
+        or next((_failure(d) for _, _, d in observed.groups if _failure(d)), None)
+    )
     if failure:
         reason = observed.error_reason if observed.error else "DeploymentFailure"
         health = _merge(prev_conds, COND_HEALTH, "False", reason, failure, now)
     elif observed.suspended:
-        running = replica_counts(observed.head)["replicas"] + replica_counts(observed.worker)[
-            "replicas"
-        ]
+        running = sum(
+            replica_counts(d)["replicas"]
+            for d in (observed.head, observed.worker, *(d for _, _, d in observed.groups))
+        )
         message = (
             "suspended (spec.suspend: true): no pod runs; set spec.suspend to false to resume"
             if running == 0
             else f"suspending (spec.suspend: true): {running} pod(s) still stopping"
         )
         health = _merge(prev_conds, COND_HEALTH, "False", REASON_SUSPENDED, message, now)
-    elif head_ok and worker_ok:
+    elif head_ok and worker_ok and not groups_waiting:
         health = _merge(
             prev_conds,
             COND_HEALTH,
@@ -152,6 +185,7 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
         )
     else:
         waiting = [role for role, ok in (("head", head_ok), ("workers", worker_ok)) if not ok]
+        waiting += [f"worker group {g!r}" for g in groups_waiting]
         health = _merge(
             prev_conds,
             COND_HEALTH,
@@ -164,6 +198,11 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
 
     head_counts = replica_counts(observed.head)
     worker_counts = replica_counts(observed.worker)
+    groups = [
+        {"name": g, "desired": desired, **replica_counts(d)} for g, desired, d in observed.groups
+    ]
+    ready = worker_counts["readyReplicas"] + sum(g["readyReplicas"] for g in groups)
+    desired = observed.worker_desired + sum(g["desired"] for g in groups)
     status: Obj = {
         "head": head_counts,
         "worker": worker_counts,
@@ -172,10 +211,13 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
         "lastReconcileTime": previous.get("lastReconcileTime", now),
         "observedGeneration": observed.generation,
         "headReady": f"{head_counts['readyReplicas']}/{observed.head_desired}",
-        "workersReady": f"{worker_counts['readyReplicas']}/{observed.worker_desired}",
+        # Every worker, spec.worker's and the groups' (kubectl get rays shows this column).
+        "workersReady": f"{ready}/{desired}",
         "health": health["status"],
         "workerSelector": observed.worker_selector,
     }
+    if groups:
+        status["workerGroups"] = groups
     return status
 
 

@@ -12,12 +12,16 @@ from ray_operator.api.constants import API_VERSION, LABEL_MANAGED_BY, LABEL_RAYJ
 from ray_operator.api.jobdata import KEY_ID, STATUS_JOB, STATUS_START_TIME, STATUS_SUBMIT_TIME
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.api.validation import MAX_NAME_LENGTH, validate_ray
+from ray_operator.builders.ray_cluster import AUTH_TOKEN_KEY, auth_secret_name
 from ray_operator.builders.rayjob_status import MIRRORED, job_address
 
 Obj = dict[str, Any]
 
 S3_MOUNT: Final = "/etc/ray-job/s3"
 TOKEN_MOUNT: Final = "/etc/ray-job/ray"
+# spec.scriptFrom's ConfigMap key, mounted by the kubelet: the operator never reads the script.
+SCRIPT_FROM_MOUNT: Final = "/etc/ray-job/script"
+SCRIPT_FROM_VOLUME: Final = "script-from"
 # The user and group of the project's image (Dockerfile: useradd --uid 10001).
 RUNNER_UID: Final = 10001
 # Beyond a job's activeDeadlineSeconds, for the runner to stop the job and upload its log.
@@ -66,6 +70,19 @@ def on_own_cluster(job: str, spec: RayJobSpec) -> RayJobSpec:
     return spec.model_copy(update={"cluster": job_cluster_name(job)})
 
 
+def with_cluster_token(spec: RayJobSpec, ray: Obj | None) -> RayJobSpec:
+    """A job on a Ray with ``spec.auth`` uses that Ray's token Secret (unless it names one)."""
+    if spec.tokenSecretName or not spec.cluster:
+        return spec
+    if spec.clusterSpec is not None:
+        auth = spec.clusterSpec.auth is not None
+    else:
+        auth = bool(((ray or {}).get("spec") or {}).get("auth"))
+    if not auth:
+        return spec
+    return spec.model_copy(update={"tokenSecretName": auth_secret_name(spec.cluster)})
+
+
 def build_job_cluster(job: str, uid: str, namespace: str, spec: RayJobSpec) -> Obj:
     """The Ray of ``spec.clusterSpec``, owned by the RayJob (deleting the job deletes it)."""
     assert spec.clusterSpec is not None
@@ -98,10 +115,14 @@ def _meta(job: str, uid: str, name: str | None = None) -> Obj:
 
 def build_configmap_data(spec: RayJobSpec, address: str) -> dict[str, str]:
     """The runner's ConfigMap data, in the original ray-pod's keys."""
+    script, location = spec.script, spec.scriptLocation
+    if spec.scriptFrom is not None:
+        script = f"{SCRIPT_FROM_MOUNT}/{spec.scriptFrom.configMapKeyRef.key}"
+        location = "file"
     data = {
         "resourceURL": address,
-        "jobdata.jobScript": spec.script,
-        "jobdata.scriptLocation": spec.scriptLocation,
+        "jobdata.jobScript": script,
+        "jobdata.scriptLocation": location,
         "jobdata.scriptExtraLocation": "inline",
         "updateInterval": f"{spec.updateInterval:g}",
         "kill": "true" if spec.kill else "false",
@@ -196,7 +217,7 @@ def build_runner_pod(
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         },
         {"name": "RAY_JOB_S3_CREDENTIALS_DIR", "value": S3_MOUNT},
-        {"name": "RAY_JOB_RAY_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/token"},
+        {"name": "RAY_JOB_RAY_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/{AUTH_TOKEN_KEY}"},
     ]
     volumes: list[Obj] = []
     mounts: list[Obj] = []
@@ -206,6 +227,17 @@ def build_runner_pod(
     if spec.tokenSecretName:
         volumes.append({"name": "ray-token", "secret": {"secretName": spec.tokenSecretName}})
         mounts.append({"name": "ray-token", "mountPath": TOKEN_MOUNT, "readOnly": True})
+    if spec.scriptFrom is not None:
+        ref = spec.scriptFrom.configMapKeyRef
+        volumes.append(
+            {
+                "name": SCRIPT_FROM_VOLUME,
+                "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]},
+            }
+        )
+        mounts.append(
+            {"name": SCRIPT_FROM_VOLUME, "mountPath": SCRIPT_FROM_MOUNT, "readOnly": True}
+        )
     container: Obj = {
         "name": "runner",
         "image": spec.runnerImage or image,

@@ -91,9 +91,17 @@ def check_spec(raw: Any) -> SpecCheck:
             f"spec.address={spec.address!r}: use an http:// or https:// URL of the Ray job API, "
             f"e.g. http://head:{PORT_DASHBOARD}"
         )
-    if error is None and not spec.script.strip():
-        error = "spec.script='': give the script text, an S3 object or a file path"
-    if error is None and spec.scriptLocation == "s3":
+    if error is None and spec.scriptFrom is not None and spec.script.strip():
+        error = (
+            f"spec.script={spec.script[:40]!r} and spec.scriptFrom given: set one (the script "
+            "itself, or the ConfigMap key that holds it)"
+        )
+    if error is None and spec.scriptFrom is None and not spec.script.strip():
+        error = (
+            "spec.script='': give the script text, an S3 object or a file path, or "
+            "spec.scriptFrom.configMapKeyRef {name, key}"
+        )
+    if error is None and spec.scriptFrom is None and spec.scriptLocation == "s3":
         try:
             S3Location.parse("spec.script", spec.script)
         except ConfigError as exc:
@@ -118,7 +126,7 @@ def check_spec(raw: Any) -> SpecCheck:
 
 # What the runner Pod needs and a runnerTemplate may not touch.
 RESERVED_ENV_PREFIX: Final = "RAY_JOB_"
-RESERVED_VOLUMES: Final = frozenset({"s3", "ray-token"})
+RESERVED_VOLUMES: Final = frozenset({"s3", "ray-token", "script-from"})
 RESERVED_MOUNT_PREFIXES: Final = ("/etc/ray-job", "/var/run/secrets/kubernetes.io")
 
 

@@ -121,6 +121,8 @@ def _meta(pipeline: str, namespace: str, uid: str, name: str, extra: dict[str, s
 # --- step -> RayJob -----------------------------------------------------------------------------
 def _script(step: PipelineStep, index: int) -> tuple[str, str]:
     """(script, scriptLocation) of the RayJob; a file next to the pipeline file cannot work here."""
+    if step.scriptFrom is not None:
+        return "", "inline"  # the RayJob gets scriptFrom itself
     if step.script_is_inline:
         return step.script, "inline"
     if step.script_is_s3:
@@ -129,7 +131,8 @@ def _script(step: PipelineStep, index: int) -> tuple[str, str]:
         return step.script, "file"  # a path the runner Pod can read (e.g. in its image)
     raise PipelineBuildError(
         f"spec.steps[{index}].script: {step.script!r} is not accepted in a RayPipeline resource: "
-        "a file relative to the pipeline file is not in the cluster; write the script inline "
+        "a file relative to the pipeline file is not in the cluster; use `ray-operator pipeline "
+        "apply` (it puts the files in a ConfigMap, scriptFrom), write the script inline "
         "(script: |), give s3://bucket/key or bucket:key, or an absolute path in the runner image"
     )
 
@@ -212,6 +215,7 @@ def build_step_rayjob(
         address=spec.address,
         script=script,
         scriptLocation=location,  # type: ignore[arg-type]  # one of the Literal's values
+        scriptFrom=step.scriptFrom,
         # Empty values (no bucket; the first step's input_dir) are left out: the test apiserver
         # refuses "" in the RayJob's parameters map ("must be of type string: null"), and a
         # script reads them with kwargs.get(key, "") anyway.

@@ -139,6 +139,11 @@ def proxy_handler(kube: Kube, target: Target, hosts: set[str]) -> Any:
         headers = {
             k.lower(): v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
         }
+        # The apiserver takes Authorization as the user's own credentials: a Ray token the
+        # caller sends goes on as Ray's proxy header (X-Ray-Authorization).
+        ray_token = request.headers.get("authorization")
+        if ray_token and "x-ray-authorization" not in headers:
+            headers["x-ray-authorization"] = ray_token
         # Raw bytes are relayed: ask for no encoding the caller did not ask for.
         headers.setdefault("accept-encoding", "identity")
         body = await request.read() if request.can_read_body else None

@@ -37,6 +37,26 @@ TokenOption = Annotated[
     str | None,
     typer.Option("--token", envvar="RAY_AUTH_TOKEN", help="Ray auth token.", show_default=False),
 ]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="RAY_AUTH_TOKEN_PATH",
+        help="File holding the Ray auth token (e.g. the cluster's Secret, mounted or saved).",
+        show_default=False,
+    ),
+]
+
+
+def _token(token: str | None, token_file: Path | None) -> str | None:
+    """The token given, else the one in ``token_file``; a file that cannot be read is an error."""
+    if token or token_file is None:
+        return token
+    try:
+        return token_file.read_text().strip() or None
+    except OSError as exc:
+        typer.echo(f"error: --token-file {str(token_file)!r}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _run(address: str, token: str | None, work: Callable[[RayJobsClient], Awaitable[_T]]) -> _T:
@@ -99,6 +119,7 @@ def submit(
         str | None, typer.Option("--id", help="Submission id (default: generated).")
     ] = None,
     token: TokenOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Submit SCRIPT with key=value parameters; with --follow, stream its log to the end."""
     parameters = _parameters(param or [])
@@ -116,7 +137,7 @@ def submit(
         typer.echo(f"Submitted {sid}", err=True)
         return await _follow(client, sid) if follow else None
 
-    info = _run(address, token, work)
+    info = _run(address, _token(token, token_file), work)
     if info is None:
         typer.echo(sid)
         return
@@ -125,9 +146,14 @@ def submit(
 
 
 @app.command()
-def status(submission_id: str, address: AddressOption, token: TokenOption = None) -> None:
+def status(
+    submission_id: str,
+    address: AddressOption,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+) -> None:
     """Show a job's state, times and message."""
-    info = _run(address, token, lambda c: c.info(submission_id))
+    info = _run(address, _token(token, token_file), lambda c: c.info(submission_id))
     typer.echo(_final_line(info) if info.terminal else f"Job {submission_id} {info.status}")
 
 
@@ -137,26 +163,35 @@ def logs(
     address: AddressOption,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream to the end.")] = False,
     token: TokenOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Print a job's log; with --follow, stream it until the job ends."""
     if not follow:
-        typer.echo(_run(address, token, lambda c: c.logs(submission_id)), nl=False)
+        text = _run(address, _token(token, token_file), lambda c: c.logs(submission_id))
+        typer.echo(text, nl=False)
         return
-    info = _run(address, token, lambda c: _follow(c, submission_id))
+    info = _run(address, _token(token, token_file), lambda c: _follow(c, submission_id))
     typer.echo(_final_line(info), err=True)
 
 
 @app.command()
-def stop(submission_id: str, address: AddressOption, token: TokenOption = None) -> None:
+def stop(
+    submission_id: str,
+    address: AddressOption,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
+) -> None:
     """Stop a running job."""
-    stopped = _run(address, token, lambda c: c.stop(submission_id))
+    stopped = _run(address, _token(token, token_file), lambda c: c.stop(submission_id))
     typer.echo(f"Stopping {submission_id}" if stopped else f"{submission_id} had already ended")
 
 
 @app.command("list")
-def list_jobs(address: AddressOption, token: TokenOption = None) -> None:
+def list_jobs(
+    address: AddressOption, token: TokenOption = None, token_file: TokenFileOption = None
+) -> None:
     """List the cluster's jobs, newest first."""
-    jobs = _run(address, token, lambda c: c.list())
+    jobs = _run(address, _token(token, token_file), lambda c: c.list())
     jobs.sort(key=lambda j: j.start_time or datetime.min.replace(tzinfo=UTC), reverse=True)
     typer.echo(f"{'SUBMISSION ID':<32} {'STATUS':<10} {'DURATION':>9}  ENTRYPOINT")
     for job in jobs:

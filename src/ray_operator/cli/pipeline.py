@@ -29,6 +29,7 @@ from ray_operator.api.pipeline import (
 from ray_operator.api.pipeline_step import ENV_ADDRESS, ENV_INPUT, ENV_RUN_ID, ENV_STEP, StepRun
 from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError
 from ray_operator.pipelines.asl import AslOptions, build_state_machine, to_json
+from ray_operator.pipelines.in_cluster import cluster_manifests, is_local_file, pipeline_document
 from ray_operator.pipelines.local import PipelineResult, StepResult, run_pipeline, run_step
 
 app = typer.Typer(help="Pipeline commands.", no_args_is_help=True)
@@ -51,16 +52,18 @@ def _load(path: Path, invalid_exit: int = 2) -> RayPipelineResource:
 def validate(file: FileArg) -> None:
     """Check a pipeline file and say what it would run; exit 1 when it is invalid."""
     pipeline = _load(file, invalid_exit=1)  # as `ray-operator validate`: 1 invalid, 2 usage
-    from ray_operator.api.pipeline_step import step_runs
+    from ray_operator.api.pipeline import resolve_script
 
     try:
-        step_runs(pipeline.name, pipeline.spec, file.parent)
+        for step in pipeline.spec.steps:
+            if step.scriptFrom is None:  # a ConfigMap is only in the cluster
+                resolve_script(step, file.parent)
     except PipelineSpecError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
     spec = pipeline.spec
     for index, step in enumerate(spec.steps):
-        if step.scriptLocation is None:
+        if step.scriptLocation is None and step.scriptFrom is None:
             typer.echo(
                 f"{file}: warning: spec.steps[{index}] ({step.name}): script read as "
                 f"{step.script_location} (guessed); write scriptLocation: "
@@ -103,15 +106,11 @@ def manifest(
     from ray_operator.api.pipeline import resolve_script
 
     pipeline = _load(file)
-    document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
-    document.pop("status", None)
-    document["metadata"] = {"name": pipeline.name}
+    document = pipeline_document(pipeline, cluster)
     spec = document["spec"]
-    if cluster is not None:
-        spec["cluster"] = cluster
     try:
         for index, step in enumerate(pipeline.spec.steps):
-            if not step.script_is_s3 and not step.script.startswith("/"):
+            if step.script_is_inline or is_local_file(step.script_location, step.script):
                 text = resolve_script(step, file.parent) or ""
                 spec["steps"][index]["script"] = text if text.endswith("\n") else text + "\n"
                 spec["steps"][index]["scriptLocation"] = "inline"
@@ -119,6 +118,42 @@ def manifest(
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None
     typer.echo(yaml.dump(document, Dumper=_BlockDumper, sort_keys=False), nl=False)
+
+
+@app.command()
+def apply(
+    file: FileArg,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Where to apply (default: the context's)."),
+    ] = None,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="Run on this Ray instead of spec.cluster.")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option(help="The kubeconfig context (default: its current one).")
+    ] = None,
+) -> None:
+    """Apply the pipeline to the cluster: a RayPipeline, and a ConfigMap of its script files.
+
+    Steps whose script is a file beside the pipeline file read it from the ConfigMap
+    ``<pipeline>-scripts`` (scriptFrom), owned by the RayPipeline: deleting the pipeline
+    deletes it. Uses your kubeconfig (KUBECONFIG, else ~/.kube/config).
+    """
+    pipeline = _load(file)
+    try:
+        manifests = cluster_manifests(pipeline, file.parent, cluster)
+    except PipelineSpecError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    from ray_operator.cli.apply import ApplyError, apply_pipeline
+
+    try:
+        for line in asyncio.run(apply_pipeline(manifests, namespace, context)):
+            typer.echo(line)
+    except ApplyError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command("export-asl")

@@ -17,7 +17,17 @@ from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
 from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
 from ray_operator.controllers.raypipeline import PipelineController
-from ray_operator.kube import DEPLOYMENT, RAY, RAYJOB, RAYPIPELINE, SERVICE, Kube, KubeError
+from ray_operator.kube import (
+    DEPLOYMENT,
+    NETWORK_POLICY,
+    RAY,
+    RAYJOB,
+    RAYPIPELINE,
+    SECRET,
+    SERVICE,
+    Kube,
+    KubeError,
+)
 from ray_operator.runtime.events import EventRecorder
 from ray_operator.runtime.manager import LeaseOptions, Manager
 from ray_operator.settings import Settings
@@ -69,6 +79,8 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
             rays,
             manager.informer(DEPLOYMENT, CHILD_SELECTOR),
             manager.informer(SERVICE, CHILD_SELECTOR),
+            manager.informer(SECRET, CHILD_SELECTOR, metadata_only=True),
+            manager.informer(NETWORK_POLICY, CHILD_SELECTOR),
             fields,
         )
     )

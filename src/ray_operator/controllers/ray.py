@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from ray_operator.api.constants import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     REASON_CREATED,
+    REASON_DELETED,
     REASON_FAILED_CREATE,
+    REASON_FAILED_DELETE,
     REASON_FAILED_UPDATE,
     REASON_INVALID_SPEC,
     REASON_UNKNOWN_FIELD,
@@ -42,16 +45,30 @@ from ray_operator.builders.defaults import (
 )
 from ray_operator.builders.drift import controller_name, controller_uid, differences, replacement
 from ray_operator.builders.ray_cluster import (
+    AUTH_TOKEN_KEY,
     ClusterPlan,
+    auth_secret_name,
     build_children,
+    group_name,
     head_name,
+    network_policy_name,
     plan_cluster,
     roles_using_defaults,
+    setting_leftovers,
     worker_name,
     worker_selector,
 )
 from ray_operator.builders.ray_status import Observed, compute_status, status_changed
-from ray_operator.kube import DEPLOYMENT, RAY, SERVICE, Kind, Kube, KubeError
+from ray_operator.kube import (
+    DEPLOYMENT,
+    NETWORK_POLICY,
+    RAY,
+    SECRET,
+    SERVICE,
+    Kind,
+    Kube,
+    KubeError,
+)
 from ray_operator.runtime.events import EventRecorder, now_rfc3339
 from ray_operator.runtime.informer import Informer
 from ray_operator.runtime.workqueue import Backoff, WorkQueue
@@ -65,7 +82,14 @@ Key = tuple[str, str]  # (namespace, name)
 CHILD_SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CLUSTER}"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
 REASON_INVALID_DEFAULTS: Final = "InvalidDefaults"
-_KINDS: Final[dict[str, Kind]] = {"Deployment": DEPLOYMENT, "Service": SERVICE}
+_KINDS: Final[dict[str, Kind]] = {
+    "Deployment": DEPLOYMENT,
+    "Service": SERVICE,
+    "Secret": SECRET,
+    "NetworkPolicy": NETWORK_POLICY,
+}
+# Children that exist only while the spec asks for them (spec.auth, spec.networkPolicy).
+_OPTIONAL: Final = (("Secret", auth_secret_name), ("NetworkPolicy", network_policy_name))
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,9 @@ class RayController:
     rays: Informer
     deployments: Informer
     services: Informer
+    # The token Secrets (metadata only: the operator never holds a token) and NetworkPolicies.
+    secrets: Informer
+    network_policies: Informer
     # The pod template fields the apiserver knows (read at start; None: the shipped table).
     fields: FieldTable | None = None
     # Seconds between two status writes of one cluster (bursts of child events are merged).
@@ -117,8 +144,8 @@ class RayController:
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.name, self._reconcile_key)
         self.rays.subscribe(self._on_ray)
-        self.deployments.subscribe(self._on_child)
-        self.services.subscribe(self._on_child)
+        for children in (self.deployments, self.services, self.secrets, self.network_policies):
+            children.subscribe(self._on_child)
 
     # --- watch feed -------------------------------------------------------------------------
     def _on_ray(self, event_type: str, body: Obj, _: Obj | None) -> None:
@@ -218,12 +245,14 @@ class RayController:
             # The children do not depend on each other: write them side by side.
             results = await asyncio.gather(*(self._ensure(body, d) for d in validated.children))
             failure = next((r for r in results if r), None)
+            failure = await self._remove_unasked(body, validated.children) or failure
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
         self._children_written(key)
         suspended = plan is not None and plan.suspended
+        groups = tuple((g.name, g.pods.replicas) for g in plan.groups) if plan else ()
         in_sync = await self._write_status(
-            body, key, generation, head_desired, worker_desired, failure, suspended
+            body, key, generation, head_desired, worker_desired, failure, suspended, groups
         )
         if in_sync and failure is None and self._versions(body, key) == versions:
             self.settled[key] = versions
@@ -253,7 +282,12 @@ class RayController:
         recorded = defaults.annotation()
         if cached is not None and same_spec and cached[2] == recorded:
             return cached[3], None
-        plan = plan_cluster(report.resource, defaults, report.unknown_fields)
+        plan = plan_cluster(
+            report.resource,
+            defaults,
+            report.unknown_fields,
+            self.settings.operator_namespace,
+        )
         validated = Validated(report, plan, build_children(plan))
         self.plans[key] = (uid, generation, recorded, validated)
         return validated, None
@@ -290,6 +324,9 @@ class RayController:
             self.deployments.get(ns, head_name(name)),
             self.deployments.get(ns, worker_name(name)),
             self.services.get(ns, head_name(name)),
+            self.secrets.get(ns, auth_secret_name(name)),
+            self.network_policies.get(ns, network_policy_name(name)),
+            *(self.deployments.get(ns, group_name(name, g)) for g in _group_names(ray)),
         )
         return tuple(
             str((obj or {}).get("metadata", {}).get("resourceVersion", ""))
@@ -318,6 +355,7 @@ class RayController:
         worker_desired: int,
         failure: ChildFailure | None,
         suspended: bool = False,
+        groups: tuple[tuple[str, int], ...] = (),
     ) -> bool:
         """Write the status if it changed; True when what is written is already true."""
         ns, name = key
@@ -331,6 +369,9 @@ class RayController:
             error=failure.message if failure else None,
             error_reason=failure.reason if failure else REASON_INVALID_SPEC,
             suspended=suspended,
+            groups=tuple(
+                (g, desired, self.deployments.get(ns, group_name(name, g))) for g, desired in groups
+            ),
         )
         previous = body.get("status") or {}
         now = now_rfc3339()
@@ -358,7 +399,41 @@ class RayController:
         return False
 
     def _cache(self, kind: str) -> Informer:
-        return self.deployments if kind == "Deployment" else self.services
+        return {
+            "Deployment": self.deployments,
+            "Service": self.services,
+            "Secret": self.secrets,
+            "NetworkPolicy": self.network_policies,
+        }[kind]
+
+    async def _remove_unasked(self, owner: Obj, desired: list[Obj]) -> ChildFailure | None:
+        """Delete children the spec no longer asks for (auth, network policy, a worker group)."""
+        meta = owner["metadata"]
+        wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
+        unasked = [(kind, name_of(meta["name"])) for kind, name_of in _OPTIONAL]
+        # Groups the status still shows: a group taken out of the spec goes with its pods.
+        shown = (owner.get("status") or {}).get("workerGroups") or []
+        unasked += [("Deployment", group_name(meta["name"], g["name"])) for g in shown]
+        for kind, name in unasked:
+            existing = self._cache(kind).get(meta["namespace"], name)
+            if existing is None or (kind, name) in wanted:
+                continue
+            if controller_uid(existing) != meta.get("uid"):
+                continue  # not ours: never touched
+            uid = existing["metadata"].get("uid")
+            try:
+                deleted = await self.kube.delete(_KINDS[kind], name, meta["namespace"], uid=uid)
+            except KubeError as exc:
+                if exc.conflict:
+                    continue  # another object of that name now: not the one we made
+                return ChildFailure(
+                    REASON_FAILED_DELETE, f"Failed to delete the {kind.lower()} {name}: {exc}"
+                )
+            if deleted:
+                self._cache(kind).forget(existing)
+                message = f"Deleted the {kind.lower()} {name}: the spec no longer asks for it"
+                self.events.emit(owner, "Normal", REASON_DELETED, message)
+        return None
 
     async def _ensure(self, owner: Obj, desired: Obj) -> ChildFailure | None:
         """Create or repair one child; what went wrong, if anything."""
@@ -368,16 +443,23 @@ class RayController:
         noun = f"{desired['kind'].lower()} {meta['name']}"
         existing = cache.get(meta["namespace"], meta["name"])
         if existing is None:
+            body = desired
+            if desired["kind"] == "Secret":
+                body = {**desired, "stringData": {AUTH_TOKEN_KEY: secrets.token_urlsafe(32)}}
             try:
-                created = await self.kube.create(kind, desired)
+                created = await self.kube.create(kind, body)
             except KubeError as exc:
                 if not exc.conflict:
                     return ChildFailure(
                         REASON_FAILED_CREATE, f"Failed to create the {noun}: {exc.message}"
                     )
                 # It exists but is not in our cache: someone else's, or ours without our labels.
-                existing = await self.kube.get(kind, meta["name"], meta["namespace"])
+                existing = await self.kube.get(
+                    kind, meta["name"], meta["namespace"], metadata_only=desired["kind"] == "Secret"
+                )
             else:
+                if desired["kind"] == "Secret":
+                    created = {k: v for k, v in created.items() if k not in ("data", "stringData")}
                 cache.remember(created)
                 self.events.emit(owner, "Normal", REASON_CREATED, f"Successfully create the {noun}")
                 return None
@@ -388,7 +470,9 @@ class RayController:
                 f"controlled by {controller_name(existing)}, not by this Ray: it is left as it "
                 f"is; delete or rename it, or give the Ray another name",
             )
-        drift = differences(desired, existing)
+        if desired["kind"] == "Secret":
+            return None  # the token is written once, at creation, and never read back
+        drift = differences(desired, existing) + setting_leftovers(desired, existing)
         if not drift:
             return None
         try:
@@ -405,6 +489,12 @@ class RayController:
             owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
         )
         return None
+
+
+def _group_names(ray: Obj) -> list[str]:
+    """The names of ``spec.workerGroups`` as written (valid or not)."""
+    groups = (ray.get("spec") or {}).get("workerGroups") or []
+    return [str(g.get("name")) for g in groups if isinstance(g, dict)]
 
 
 def _images(deployments: dict[str, Obj]) -> dict[str, str]:

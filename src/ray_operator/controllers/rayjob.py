@@ -9,6 +9,7 @@ job costs no API request: reads come from the caches.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Hashable
@@ -30,12 +31,14 @@ from ray_operator.api.jobdata import (
 )
 from ray_operator.api.rayjob import RayJobSpec
 from ray_operator.builders.drift import controller_name, controller_uid
+from ray_operator.builders.ray_cluster import AUTH_TOKEN_KEY
 from ray_operator.builders.rayjob import (
     build_job_cluster,
     build_rayjob_children,
     child_name,
     judge_job_cluster,
     on_own_cluster,
+    with_cluster_token,
 )
 from ray_operator.builders.rayjob_status import (
     LOST_JOB_STOPPED,
@@ -64,6 +67,7 @@ from ray_operator.kube import (
     RAYJOB,
     ROLE,
     ROLE_BINDING,
+    SECRET,
     SERVICE_ACCOUNT,
     Kind,
     Kube,
@@ -207,6 +211,7 @@ class RayJobController:
         if own_cluster:
             # From here on the job runs on its own Ray as on one it names.
             spec = on_own_cluster(name, spec)
+        spec = with_cluster_token(spec, self.rays.get(ns, spec.cluster or ""))
         mirrored = compute_rayjob_status(previous, data)
         if not is_terminal(mirrored):
             # Not once ended: a shared Ray's changes must not rewrite every finished job.
@@ -289,7 +294,7 @@ class RayJobController:
         """
         ns = body["metadata"]["namespace"]
         address = (data or {}).get(KEY_ADDRESS) or job_address(spec, ns)
-        error = await self._stop(address, status["submissionId"])
+        error = await self._stop(address, status["submissionId"], ns, spec)
         if error is not None:
             await self._write_status(body, status)
             self.events.emit_once(
@@ -576,6 +581,7 @@ class RayJobController:
         spec = checked.spec
         if spec is not None:
             spec = on_own_cluster(name, spec)
+            spec = with_cluster_token(spec, self.rays.get(ns, spec.cluster or ""))
         address = (data or {}).get(KEY_ADDRESS) or (job_address(spec, ns) if spec else "")
         if submission_id and address and (not is_terminal(status) or lost_job_running(status)):
             if data is not None and data.get(KEY_KILL) != "true":
@@ -583,7 +589,7 @@ class RayJobController:
             if not self._may_have_submitted(ns, name, status):
                 await self._remove_finalizer(body)
                 return
-            error = await self._stop(address, submission_id)
+            error = await self._stop(address, submission_id, ns, spec)
             if error is not None:
                 waited = _seconds_since(meta["deletionTimestamp"])
                 if waited < STOP_GRACE_SECONDS:
@@ -616,10 +622,24 @@ class RayJobController:
         pod = self._child("Pod", ns, name)
         return ((pod or {}).get("status") or {}).get("phase") == "Running"
 
-    async def _stop(self, address: str, submission_id: str) -> str | None:
-        """Stop one Ray job; None when stopped, already ended or never submitted, else why not."""
+    async def _stop(
+        self, address: str, submission_id: str, ns: str, spec: RayJobSpec | None
+    ) -> str | None:
+        """Stop one Ray job; None when stopped, already ended or never submitted, else why not.
+
+        On a Ray with token authentication this is the one place the operator reads a token:
+        the runner that holds it is gone.
+        """
+        token = None
+        if spec is not None and spec.tokenSecretName:
+            try:
+                secret = await self.kube.get(SECRET, spec.tokenSecretName, ns)
+            except KubeError as exc:
+                return f"cannot read the token Secret {spec.tokenSecretName}: {exc.message}"
+            encoded = (secret.get("data") or {}).get(AUTH_TOKEN_KEY, "")
+            token = base64.b64decode(encoded).decode().strip() or None
         try:
-            async with RayJobsClient(address, timeout=STOP_REQUEST_TIMEOUT) as client:
+            async with RayJobsClient(address, token=token, timeout=STOP_REQUEST_TIMEOUT) as client:
                 await client.stop(submission_id)
         except RayJobNotFoundError:
             return None  # never submitted: the runner goes with its Pod

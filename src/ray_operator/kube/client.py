@@ -24,6 +24,10 @@ from ray_operator.kube.credentials import Credentials
 from ray_operator.kube.errors import KubeError, kube_error_from
 from ray_operator.kube.kinds import KINDS_BY_NAME, Kind
 
+# Objects' metadata only (the apiserver's PartialObjectMetadata), as lists and as watch events.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
 Obj = dict[str, Any]
 # Called once per finished request with its verb and HTTP status (0: no answer): metrics.
 RequestObserver = Callable[[str, int], None]
@@ -159,6 +163,7 @@ class Kube:
         body: Obj | builtins.list[Obj] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str | None = None,
     ) -> Obj:
         """One API call; raises :class:`KubeError` on a refusal."""
         self.requests += 1
@@ -166,15 +171,23 @@ class Kube:
         async with (
             self._in_flight,
             self._send(
-                method, path, params, content, content_type if body is not None else None
+                method,
+                path,
+                params,
+                content,
+                content_type if body is not None else None,
+                headers={"accept": accept} if accept else None,
             ) as resp,
         ):
             result: Obj = resp.json() if resp.content else {}
             return result
 
-    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
-        """Read one object."""
-        return await self.request("GET", kind.path(namespace, name))
+    async def get(
+        self, kind: Kind, name: str, namespace: str | None = None, metadata_only: bool = False
+    ) -> Obj:
+        """Read one object (``metadata_only``: its metadata, as PartialObjectMetadata)."""
+        accept = METADATA_OBJECT if metadata_only else None
+        return await self.request("GET", kind.path(namespace, name), accept=accept)
 
     async def get_or_none(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
         """Read one object, or None when it does not exist."""
@@ -198,8 +211,13 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        metadata_only: bool = False,
     ) -> Listing:
-        """Every object of a collection, page by page, and the version the listing is at."""
+        """Every object of a collection, page by page, and the version the listing is at.
+
+        ``metadata_only``: each object's metadata alone (PartialObjectMetadata), e.g. for a
+        Secret whose data the caller must not hold.
+        """
         params = {"limit": str(page_size)}
         if label_selector:
             params["labelSelector"] = label_selector
@@ -207,7 +225,12 @@ class Kube:
             params["fieldSelector"] = field_selector
         items: list[Obj] = []
         while True:
-            page = await self.request("GET", kind.path(namespace), params=params)
+            page = await self.request(
+                "GET",
+                kind.path(namespace),
+                params=params,
+                accept=METADATA_LIST if metadata_only else None,
+            )
             items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
@@ -299,6 +322,7 @@ class Kube:
         timeout_seconds: int = 300,
         field_selector: str | None = None,
         bookmarks: bool = False,
+        metadata_only: bool = False,
     ) -> AsyncIterator[tuple[str, Obj]]:
         """Yield ``(type, object)`` for each change until the server ends the watch.
 
@@ -315,7 +339,12 @@ class Kube:
             params["allowWatchBookmarks"] = "true"
         self.requests += 1
         async with self._send(
-            "GET", kind.path(namespace), params, stream=True, timeout=timeout_seconds + 10
+            "GET",
+            kind.path(namespace),
+            params,
+            stream=True,
+            timeout=timeout_seconds + 10,
+            headers={"accept": METADATA_OBJECT} if metadata_only else None,
         ) as resp:
             async for line in resp.aiter_lines():
                 if not line.strip():

@@ -57,9 +57,12 @@ class Informer:
         namespaces: tuple[str, ...] = (),
         label_selector: str | None = None,
         on_restart: Callable[[str], None] | None = None,
+        metadata_only: bool = False,
     ) -> None:
         self.kube = kube
         self.kind = kind
+        # Only the objects' metadata is listed and watched (a Secret's data never reaches us).
+        self.metadata_only = metadata_only
         # Empty: every namespace (or a cluster-scoped kind) with one watch.
         self.namespaces: tuple[str | None, ...] = namespaces if kind.namespaced else ()
         self.label_selector = label_selector
@@ -158,13 +161,15 @@ class Informer:
             self._on_restart(self.kind.kind)
 
     async def _list(self, namespace: str | None) -> str:
-        listing = await self.kube.list_all(self.kind, namespace, self.label_selector)
+        listing = await self.kube.list_all(
+            self.kind, namespace, self.label_selector, metadata_only=self.metadata_only
+        )
         self.lists += 1
         seen: set[Key] = set()
         changes: list[tuple[str, Obj, Obj | None]] = []
         for obj in listing.items:
-            obj.setdefault("kind", self.kind.kind)
-            obj.setdefault("apiVersion", self.kind.api_version)
+            obj["kind"] = self.kind.kind  # PartialObjectMetadata names itself otherwise
+            obj["apiVersion"] = self.kind.api_version
             key = object_key(obj)
             seen.add(key)
             old = self._store.get(key)
@@ -200,12 +205,13 @@ class Informer:
             resource_version=version,
             timeout_seconds=timeout,
             bookmarks=True,
+            metadata_only=self.metadata_only,
         ):
             version = obj.get("metadata", {}).get("resourceVersion") or version
             if event_type == "BOOKMARK":
                 continue
-            obj.setdefault("kind", self.kind.kind)
-            obj.setdefault("apiVersion", self.kind.api_version)
+            obj["kind"] = self.kind.kind  # PartialObjectMetadata names itself otherwise
+            obj["apiVersion"] = self.kind.api_version
             self._apply(event_type, obj)
         return version
 

@@ -66,7 +66,9 @@ class Manager:
     def __post_init__(self) -> None:
         self.kube.observer = self.metrics.observe_request
 
-    def informer(self, kind: Kind, label_selector: str | None = None) -> Informer:
+    def informer(
+        self, kind: Kind, label_selector: str | None = None, metadata_only: bool = False
+    ) -> Informer:
         """The shared cache of ``kind`` (with that server-side selector), made on first use."""
         key = (kind.kind, label_selector)
         if key not in self.informers:
@@ -76,6 +78,7 @@ class Manager:
                 self.namespaces,
                 label_selector,
                 on_restart=lambda k: self.metrics.watch_restarts.labels(k).inc(),
+                metadata_only=metadata_only,
             )
         return self.informers[key]
 

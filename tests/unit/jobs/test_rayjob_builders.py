@@ -11,6 +11,8 @@ from ray_operator.builders.rayjob import (
     build_role,
     build_role_binding,
     build_runner_pod,
+    on_own_cluster,
+    with_cluster_token,
 )
 from ray_operator.builders.rayjob_status import check_spec, runner_start_problem
 from ray_operator.jobs.config import parse_config
@@ -198,3 +200,34 @@ def test_runner_pods_get_the_operator_s_pull_secrets_unless_the_template_names_o
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     own = children(runnerTemplate={"spec": {"imagePullSecrets": [{"name": "team"}]}})["Pod"]
     assert own["spec"]["imagePullSecrets"] == [{"name": "team"}]
+
+
+def test_a_script_from_a_configmap_key_is_mounted_and_read_as_a_file() -> None:
+    checked = check_spec({"cluster": "ray", "scriptFrom": {
+        "configMapKeyRef": {"name": "scripts", "key": "train.py"}}})
+    assert checked.spec is not None, checked.error
+    made = {c["kind"]: c for c in build_rayjob_children(
+        "train", "uid-1", "ns", checked.spec, "runner:1", "sid", {})}
+    data = made["ConfigMap"]["data"]
+    assert data["jobdata.jobScript"] == "/etc/ray-job/script/train.py"
+    assert data["jobdata.scriptLocation"] == "file"
+    pod = made["Pod"]["spec"]
+    assert {"name": "script-from", "configMap": {
+        "name": "scripts", "items": [{"key": "train.py", "path": "train.py"}]}} in pod["volumes"]
+    assert {"name": "script-from", "mountPath": "/etc/ray-job/script", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"])
+
+
+def test_a_job_on_a_ray_with_auth_uses_its_token_secret_unless_it_names_one() -> None:
+    spec = RayJobSpec(cluster="ray", script="x")
+    with_auth = {"spec": {"worker": {}, "auth": {"mode": "token"}}}
+    assert with_cluster_token(spec, with_auth).tokenSecretName == "ray-auth"
+    assert with_cluster_token(spec, {"spec": {"worker": {}}}).tokenSecretName is None
+    assert with_cluster_token(spec, None).tokenSecretName is None  # not there yet: it waits
+    named = RayJobSpec(cluster="ray", script="x", tokenSecretName="mine")
+    assert with_cluster_token(named, with_auth).tokenSecretName == "mine"
+    own = on_own_cluster("job", RayJobSpec(
+        clusterSpec={"worker": {}, "auth": {"mode": "token"}}, script="x"))
+    assert with_cluster_token(own, None).tokenSecretName == "job-ray-auth"
+    pod = build_runner_pod("job", "u", with_cluster_token(own, None), "runner:1")
+    assert {"name": "ray-token", "secret": {"secretName": "job-ray-auth"}} in pod["spec"]["volumes"]

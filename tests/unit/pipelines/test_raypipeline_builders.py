@@ -161,7 +161,8 @@ def test_what_a_resource_cannot_run_is_named() -> None:
     )
     assert check_buildable(spec) == [
         "spec.steps[0].script: 'train.py' is not accepted in a RayPipeline resource: a file "
-        "relative to the pipeline file is not in the cluster; write the script inline "
+        "relative to the pipeline file is not in the cluster; use `ray-operator pipeline "
+        "apply` (it puts the files in a ConfigMap, scriptFrom), write the script inline "
         "(script: |), give s3://bucket/key or bucket:key, or an absolute path in the runner image",
         "spec.steps[0].runtimeEnv: keys ['conda'] are not accepted in a RayPipeline resource: "
         "use 'pip' and 'env_vars'",

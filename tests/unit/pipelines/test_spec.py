@@ -226,3 +226,61 @@ def test_validate_warns_where_the_location_is_guessed(tmp_path: Path) -> None:
     assert ("warning: spec.steps[0] (a): script read as file (guessed); write scriptLocation: "
             "file to say so") in result.stderr
     assert "spec.steps[1]" not in result.stderr
+
+
+def test_in_the_cluster_the_example_s_script_files_go_in_a_configmap_the_steps_mount() -> None:
+    from ray_operator.builders.raypipeline import build_step_rayjob, check_buildable
+    from ray_operator.pipelines.in_cluster import cluster_manifests, owned_by
+
+    example = Path(__file__).parents[3] / "examples" / "pipelines" / "train-inference"
+    made = cluster_manifests(load_pipeline(example / "pipeline.yaml"), example)
+    assert made.scripts is not None
+    assert made.scripts["metadata"]["name"] == "train-inference-scripts"
+    assert made.scripts["data"] == {
+        "train.py": (example / "train.py").read_text(),
+        "inference.py": (example / "inference.py").read_text(),
+    }
+    applied = parse_pipeline(made.pipeline)
+    assert check_buildable(applied.spec) == []
+    assert [s.scriptFrom.configMapKeyRef.key for s in applied.spec.steps if s.scriptFrom] == [
+        "train.py", "inference.py"
+    ]
+    job = build_step_rayjob(pipeline="train-inference", namespace="ns", uid="u",
+                            spec=applied.spec, index=0, cluster="ray")
+    assert job["spec"]["scriptFrom"] == {
+        "configMapKeyRef": {"name": "train-inference-scripts", "key": "train.py"}
+    }
+    assert "script" not in job["spec"]
+    owner = owned_by({"apiVersion": "ray.kubeflow.org/v1", "kind": "RayPipeline",
+                      "metadata": {"name": "train-inference", "uid": "u"}})
+    assert owner["metadata"]["ownerReferences"][0]["uid"] == "u"
+
+
+def test_two_script_files_of_one_name_get_two_keys(tmp_path: Path) -> None:
+    from ray_operator.pipelines.in_cluster import cluster_manifests
+
+    for step in ("a", "b"):
+        (tmp_path / step).mkdir()
+        (tmp_path / step / "main.py").write_text(f"print({step!r})\n")
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: ray.kubeflow.org/v1\nkind: RayPipeline\nmetadata: {name: p}\nspec:\n"
+        "  cluster: ray\n  steps:\n  - {name: a, script: a/main.py}\n"
+        "  - {name: b, script: b/main.py}\n  - {name: c, script: \"print(3)\\n\"}\n"
+    )
+    made = cluster_manifests(load_pipeline(tmp_path / "p.yaml"), tmp_path)
+    assert made.scripts is not None
+    assert made.scripts["data"] == {"main.py": "print('a')\n", "b.main.py": "print('b')\n"}
+    assert made.pipeline["spec"]["steps"][2]["script"] == "print(3)\n"  # inline stays
+
+
+def test_a_step_from_a_configmap_cannot_run_outside_the_cluster(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: ray.kubeflow.org/v1\nkind: RayPipeline\nmetadata: {name: p}\nspec:\n"
+        "  cluster: ray\n  steps:\n"
+        "  - {name: a, scriptFrom: {configMapKeyRef: {name: s, key: a.py}}}\n"
+    )
+    checked = CliRunner().invoke(app, ["validate", str(tmp_path / "p.yaml")])
+    assert checked.exit_code == 0, checked.output  # a valid RayPipeline
+    ran = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--address", "http://x:1"])
+    assert ran.exit_code != 0
+    assert "scriptFrom: ConfigMap 's' key 'a.py' is read in the cluster only" in ran.output

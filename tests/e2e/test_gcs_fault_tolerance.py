@@ -1,0 +1,160 @@
+"""GCS fault tolerance on real Ray and a real Redis: the head dies, the cluster's state does not.
+
+Debian's redis-server listens on the pod network's gateway; the Ray pods run as local processes
+(the pod runner in process mode) with what the operator gives them: the head its Redis
+settings, the workers Ray's GCS reconnect timeout. The head container is SIGKILLed (what an OOM
+kill does) and restarted in its pod by the pod runner, as a kubelet would. The local cluster
+has no Service virtual IPs (a Service name resolves to the pod's own address), so a head *pod*
+replaced with a new address cannot be tested here: on a real cluster the workers reach the head
+through the Service's stable ClusterIP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ray_operator.jobs.ray_api import JobInfo, RayJobsClient
+from ray_operator.kube import POD, RAY, Kube
+from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.pod_runner import PodRunner
+from tests.dashboard_process import dashboard
+from tests.fixtures.ray_head import free_port
+from tests.operator_process import OperatorProcess
+from tests.waiting import eventually
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+# A detached actor with state on the worker group's node (its custom resource), not the head.
+SETUP = """
+import ray
+ray.init()
+@ray.remote(num_cpus=0, resources={"keeper": 1})
+class Keeper:
+    def __init__(self):
+        self.n = 0
+    def add(self, k):
+        self.n += k
+        return self.n
+keeper = Keeper.options(name="keeper", namespace="ft", lifetime="detached").remote()
+print("RESULT", ray.get(keeper.add.remote(41)))
+"""
+CHECK = """
+import ray
+ray.init()
+keeper = ray.get_actor("keeper", namespace="ft")
+alive = len([n for n in ray.nodes() if n["Alive"]])
+print("RESULT", ray.get(keeper.add.remote(1)), alive)
+"""
+
+
+@pytest.fixture
+def redis_on(tmp_path: Path) -> Iterator[Any]:
+    """Start redis-server on ``address`` (called by the test once the pod network exists)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: scripts/setup.sh installs Debian's")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(address: str) -> str:
+        port = free_port()
+        proc = subprocess.Popen(
+            ["redis-server", "--bind", address, "--port", str(port), "--protected-mode", "no",
+             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        started.append(proc)
+        return f"{address}:{port}"
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(10)
+
+
+async def run(address: str, script: str) -> tuple[JobInfo, str]:
+    async with RayJobsClient(address, timeout=30) as client:
+        job_id = f"ft-{secrets.token_hex(4)}"
+        await client.submit(f"python -c {shlex.quote(script)}", submission_id=job_id)
+        info = await eventually(lambda: client.info(job_id), lambda i: i.terminal, timeout=180,
+                                what=f"job {job_id} ended")
+        return info, await client.logs(job_id)
+
+
+def result(logs: str) -> list[str]:
+    return next(x for x in logs.splitlines() if x.startswith("RESULT ")).split()[1:]
+
+
+async def ray_status(kube: Kube, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = (await kube.get(RAY, "sample-cluster", namespace)).get("status") or {}
+    return found
+
+
+async def pods(kube: Kube, namespace: str, role: str) -> list[dict[str, Any]]:
+    return await kube.list(POD, namespace, f"ray.kubeflow.org/role={role}")
+
+
+def restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_head_that_dies_comes_back_with_its_actors_and_jobs_and_no_worker_restarts(
+    kube: Kube, namespace: str, control_plane: LocalControlPlane,
+    running_operator: OperatorProcess, redis_on: Any,
+) -> None:
+    runner = await PodRunner(kube, namespace=namespace, run_containers=True).start()
+    try:
+        assert runner.network is not None and runner.network.subnet is not None
+        redis = redis_on(str(runner.network.subnet[1]))  # the pods' gateway: the host
+        manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+        manifest["spec"]["worker"]["replicas"] = 0
+        manifest["spec"]["workerGroups"] = [
+            {"name": "keeper", "replicas": 1, "rayResources": {"keeper": 1}}
+        ]
+        manifest["spec"]["gcsFaultTolerance"] = {"redisAddress": redis}
+        await kube.apply_manifest(manifest, namespace)
+        await eventually(lambda: ray_status(kube, namespace), lambda s: s.get("health") == "True",
+                         timeout=400, what="Health=True")
+
+        async with dashboard(control_plane, "sample-cluster", namespace) as address:
+            setup, logs = await run(address, SETUP)
+            assert setup.status == "SUCCEEDED", logs
+            assert result(logs) == ["41"]
+        (worker,) = await pods(kube, namespace, "worker-keeper")
+        (head,) = await pods(kube, namespace, "head")
+        assert restarts(worker) == 0
+
+        # The head container dies as an OOM kill ends it: every process of it, at once.
+        local = runner.pods[(namespace, head["metadata"]["name"])]
+        os.killpg(local.processes["ray-head"].pid, signal.SIGKILL)
+        await eventually(
+            lambda: pods(kube, namespace, "head"),
+            lambda found: len(found) == 1 and restarts(found[0]) >= 1,
+            timeout=60, what="the head container restarted",
+        )
+        await eventually(lambda: ray_status(kube, namespace), lambda s: s.get("health") == "True",
+                         timeout=300, what="Health=True again")
+
+        async with dashboard(control_plane, "sample-cluster", namespace) as address:
+            check, logs = await run(address, CHECK)
+            assert check.status == "SUCCEEDED", logs
+            # The actor kept its state; both nodes are alive (the worker rejoined the new GCS).
+            assert result(logs) == ["42", "2"], logs
+            async with RayJobsClient(address) as client:
+                listed = {j.submission_id: j.status for j in await client.list()}
+        assert listed[setup.submission_id] == "SUCCEEDED"  # the job record survived
+        (after,) = await pods(kube, namespace, "worker-keeper")
+        assert after["metadata"]["uid"] == worker["metadata"]["uid"]
+        assert restarts(after) == 0, after["status"]
+    finally:
+        await runner.stop()
