@@ -1,4 +1,5 @@
-"""GCS fault tolerance on real Ray and a real Redis: the head dies, the cluster's state does not.
+"""GCS fault tolerance on real Ray and a real Redis: the head dies, the cluster's state does not;
+the Ray deleted, its keys leave Redis.
 
 Debian's redis-server listens on the pod network's gateway; the Ray pods run as local processes
 (the pod runner in process mode) with what the operator gives them: the head its Redis
@@ -24,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_operator.jobs.ray_api import JobInfo, RayJobsClient
-from ray_operator.kube import POD, RAY, Kube
+from ray_operator.jobs.ray_api import JobInfo, RayApiError, RayJobsClient, RayUnreachableError
+from ray_operator.kube import EVENT, POD, RAY, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.dashboard_process import dashboard
@@ -89,6 +90,22 @@ async def run(address: str, script: str) -> tuple[JobInfo, str]:
         return info, await client.logs(job_id)
 
 
+async def answers(address: str) -> bool:
+    try:
+        async with RayJobsClient(address, timeout=10) as client:
+            await client.list()
+    except (RayApiError, RayUnreachableError):
+        return False
+    return True
+
+
+def redis_keys(address: str, pattern: str) -> list[str]:
+    host, port = address.rsplit(":", 1)
+    out = subprocess.run(["redis-cli", "-h", host, "-p", port, "--scan", "--pattern", pattern],
+                         capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.split()
+
+
 def result(logs: str) -> list[str]:
     return next(x for x in logs.splitlines() if x.startswith("RESULT ")).split()[1:]
 
@@ -102,13 +119,18 @@ async def pods(kube: Kube, namespace: str, role: str) -> list[dict[str, Any]]:
     return await kube.list(POD, namespace, f"ray.kubeflow.org/role={role}")
 
 
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod["status"].get("conditions") or [])
+
+
 def restarts(pod: dict[str, Any]) -> int:
     return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-async def test_a_head_that_dies_comes_back_with_its_actors_and_jobs_and_no_worker_restarts(
+@pytest.mark.timeout(1200)
+async def test_a_head_that_dies_comes_back_with_its_state_and_its_keys_go_with_the_ray(
     kube: Kube, namespace: str, control_plane: LocalControlPlane,
     running_operator: OperatorProcess, redis_on: Any,
 ) -> None:
@@ -137,15 +159,17 @@ async def test_a_head_that_dies_comes_back_with_its_actors_and_jobs_and_no_worke
         # The head container dies as an OOM kill ends it: every process of it, at once.
         local = runner.pods[(namespace, head["metadata"]["name"])]
         os.killpg(local.processes["ray-head"].pid, signal.SIGKILL)
+        # Restarted in the same pod, and ready again (its GCS answers its readiness probe).
         await eventually(
             lambda: pods(kube, namespace, "head"),
-            lambda found: len(found) == 1 and restarts(found[0]) >= 1,
-            timeout=60, what="the head container restarted",
+            lambda found: len(found) == 1 and restarts(found[0]) >= 1 and ready(found[0]),
+            timeout=300, what="the head container restarted and ready",
         )
-        await eventually(lambda: ray_status(kube, namespace), lambda s: s.get("health") == "True",
-                         timeout=300, what="Health=True again")
 
         async with dashboard(control_plane, "sample-cluster", namespace) as address:
+            # Ready, then in the head Service's endpoints: the job API answers through it.
+            await eventually(lambda: answers(address), bool, timeout=60,
+                             what="the job API through the head Service")
             check, logs = await run(address, CHECK)
             assert check.status == "SUCCEEDED", logs
             # The actor kept its state; both nodes are alive (the worker rejoined the new GCS).
@@ -156,5 +180,19 @@ async def test_a_head_that_dies_comes_back_with_its_actors_and_jobs_and_no_worke
         (after,) = await pods(kube, namespace, "worker-keeper")
         assert after["metadata"]["uid"] == worker["metadata"]["uid"]
         assert restarts(after) == 0, after["status"]
+
+        # Deleting the Ray removes its keys from Redis (Ray's prefix RAY<storage namespace>@)
+        # before the Ray goes: the finalizer stops the head, then a Job in its image cleans.
+        ray = await kube.get(RAY, "sample-cluster", namespace)
+        assert "ray.kubeflow.org/gcs-redis-cleanup" in ray["metadata"]["finalizers"]
+        prefix = f"RAY{ray['metadata']['uid']}@*"
+        assert redis_keys(redis, prefix), "no keys of the cluster in Redis"
+        await kube.delete(RAY, "sample-cluster", namespace)
+        await eventually(lambda: kube.get_or_none(RAY, "sample-cluster", namespace),
+                         lambda found: found is None, timeout=240, what="the Ray gone")
+        assert redis_keys(redis, prefix) == []
+        reasons = [e["reason"] for e in await kube.list(EVENT, namespace)
+                   if e["involvedObject"]["name"] == "sample-cluster"]
+        assert "RedisCleaned" in reasons and "RedisCleanupFailed" not in reasons, reasons
     finally:
         await runner.stop()

@@ -58,3 +58,34 @@ async def test_a_refusal_in_a_terminating_namespace_does_not_break_other_request
     )
     assert [r for r in results if r != "created"] == ["refused"]
     assert len(await kube.list(CONFIGMAP, namespace)) >= 60
+
+
+async def test_a_metadata_only_cache_never_holds_a_secret_s_data(
+    kube: Kube, namespace: str
+) -> None:
+    """What the Ray controller's Secret cache gets from the apiserver: metadata, by list and by
+    watch, never the token."""
+    from ray_operator.kube import SECRET
+    from ray_operator.runtime.informer import Informer
+    from tests.waiting import eventually
+
+    labels = {"app.kubernetes.io/managed-by": "ray-operator", "ray.kubeflow.org/cluster": "r"}
+    body = {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "listed", "labels": labels}, "stringData": {"token": "s3cret"}}
+    await kube.create(SECRET, body, namespace)
+    cache = Informer(kube, SECRET, (namespace,), "ray.kubeflow.org/cluster", metadata_only=True)
+    cache.start()
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+        watched = {**body, "metadata": {**body["metadata"], "name": "watched"}}
+        await kube.create(SECRET, watched, namespace)
+        await eventually(lambda: asyncio.sleep(0, cache.get(namespace, "watched")), bool,
+                         what="the watched Secret in the cache")
+        for name in ("listed", "watched"):
+            cached = cache.get(namespace, name)
+            assert cached is not None and cached["kind"] == "Secret"
+            assert cached["metadata"]["labels"] == labels and cached["metadata"]["uid"]
+            assert "data" not in cached and "stringData" not in cached
+            assert "s3cret" not in str(cached) and "czNjcmV0" not in str(cached)  # nor base64
+    finally:
+        await cache.stop()

@@ -561,6 +561,26 @@ async def test_auth_and_network_policy_are_made_kept_and_removed_with_the_spec(
     again = await kube.get(SECRET, "sample-cluster-auth", namespace)
     assert again["data"] == secret["data"]
     assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    head = await kube.get(DEPLOYMENT, "sample-cluster-head", namespace)
+    marked = head["spec"]["template"]["metadata"]["annotations"]
+    assert marked["ray.kubeflow.org/auth-secret-uid"] == secret["metadata"]["uid"]
+
+    # Deleted by hand, the Secret comes back with a new token, and every pod rolls to it
+    # together (pods of the old token could not talk to those of the new one).
+    await kube.delete(SECRET, "sample-cluster-auth", namespace)
+    renewed = await eventually(
+        lambda: get_or_none(kube, SECRET, "sample-cluster-auth", namespace),
+        lambda s: s is not None and s["metadata"]["uid"] != secret["metadata"]["uid"],
+        what="the Secret made again",
+    )
+    assert renewed is not None and renewed["data"] != secret["data"]
+    for role in ("head", "worker"):
+        await eventually(
+            lambda role=role: get_or_none(kube, DEPLOYMENT, f"sample-cluster-{role}", namespace),
+            lambda d: d is not None and d["spec"]["template"]["metadata"]["annotations"][
+                "ray.kubeflow.org/auth-secret-uid"] == renewed["metadata"]["uid"],
+            what=f"the {role} pods rolled to the new token",
+        )
 
     # Dropped from the spec: both go, and the pods no longer wait for a token.
     await kube.patch(

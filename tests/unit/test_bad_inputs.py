@@ -76,6 +76,16 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
     ("no containers", ["validate"], ray(spec__worker__template__spec__containers=[]), {}, 1,
      "spec.worker.template.spec.containers"),
     # --- what is not ours ------------------------------------------------------------------
+    ("group name upper case", ["validate"], ray(spec__workerGroups=[{"name": "GPU"}]), {}, 1,
+     "spec.workerGroups[0].name: 'GPU'"),
+    ("group name twice", ["validate"], ray(spec__workerGroups=[{"name": "a"}, {"name": "a"}]),
+     {}, 1, "spec.workerGroups[1].name: 'a'"),
+    ("network peer empty", ["validate"], ray(spec__networkPolicy={"enabled": True,
+     "allowFrom": [{}]}), {}, 1, "spec.networkPolicy.allowFrom[0]"),
+    ("redis with scheme", ["validate"], ray(spec__gcsFaultTolerance={
+        "redisAddress": "redis://r:6379"}), {}, 1, "spec.gcsFaultTolerance.redisAddress"),
+    ("auth mode unknown", ["validate"], ray(spec__auth={"mode": "password"}), {}, 1,
+     "spec.auth.mode"),
     ("KubeRay RayCluster", ["validate"], "apiVersion: ray.io/v1\nkind: RayCluster\n"
      "metadata: {name: k}\n", {}, 1, "KubeRay's"),
     ("wrong apiVersion", ["validate"], "apiVersion: ray.io/v1\nkind: Ray\nmetadata: {name: r}\n",

@@ -140,6 +140,7 @@ def test_cluster_wide_by_default() -> None:
     # Never: changing its own rights beyond what it holds.
     assert not {t for t in allowed if t[2] in ("bind", "escalate", "impersonate")}
     assert ("networking.k8s.io", "networkpolicies", "delete") in allowed
+    assert {t[2] for t in allowed if t[1] == "jobs"} == {"get", "list", "watch", "create"}
     assert not {t for t in allowed if t[0] == "apiextensions.k8s.io" or t[1] == "namespaces"}
     assert env_of(objs)["RAY_OPERATOR_NAMESPACES"] == ""
 

@@ -345,3 +345,96 @@ def test_a_password_needs_a_head_that_runs_ray_start_itself() -> None:
     }
     report = validate_ray(manifest)
     assert "spec.gcsFaultTolerance.redisPasswordSecret" in report.message(), report.message()
+
+
+def test_the_gcs_cleanup_job_runs_ray_s_own_cleanup_in_the_head_s_image_and_ends() -> None:
+    from ray_operator.builders.gcs_cleanup import build_cleanup_job, job_outcome
+
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["metadata"].update(namespace="ml", uid="0000-uid")
+    manifest["spec"]["gcsFaultTolerance"] = {
+        "redisAddress": "redis:6379", "redisPasswordSecret": {"name": "r", "key": "p"}
+    }
+    report = validate_ray(manifest)
+    assert report.resource is not None
+    job = build_cleanup_job(plan_cluster(report.resource, current_defaults(IMAGE)))
+    assert job["metadata"]["name"] == "sample-cluster-gcs-cleanup"
+    assert job["spec"]["activeDeadlineSeconds"] == 300  # an unreachable Redis never holds it
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE and "cleanup_redis_storage" in container["command"][2]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RAY_external_storage_namespace"]["value"] == "0000-uid"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "r", "key": "p"}
+    assert pod["securityContext"]["runAsNonRoot"] is True  # restricted, like the head
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "0000-uid"
+
+    def with_conditions(*conditions: dict[str, str], failed: int = 0) -> dict[str, Any]:
+        return {"status": {"conditions": list(conditions), "failed": failed}}
+
+    assert job_outcome(with_conditions())[0] == "Running"
+    assert job_outcome(with_conditions(failed=2)) == ("Running", "2 failed attempt(s) so far")
+    assert job_outcome(with_conditions({"type": "Complete", "status": "True"}))[0] == "Succeeded"
+    failed = with_conditions({"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                              "message": "Job was active longer than specified deadline"})
+    assert job_outcome(failed) == (
+        "Failed", "DeadlineExceeded: Job was active longer than specified deadline"
+    )
+
+
+@pytest.mark.parametrize(
+    ("peer", "message"),
+    [
+        ({"podSelector": {"matchLabels": {"a": 1}}}, "podSelector.matchLabels: {'a': 1}"),
+        ({"podSelector": {"matchExpressions": "x"}}, "podSelector.matchExpressions: 'x'"),
+        ({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+         "namespaceSelector.matchExpressions[0]"),
+        ({"ipBlock": {"cidr": "nonsense"}}, "allowFrom[0].ipBlock: {'cidr': 'nonsense'}"),
+        ({"ipBlock": {"cidr": "10.0.0.0/8", "foo": 1}}, "allowFrom[0].ipBlock"),
+    ],
+)
+def test_a_network_peer_the_apiserver_would_refuse_is_named_first(
+    peer: dict[str, Any], message: str
+) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["spec"]["networkPolicy"] = {"enabled": True, "allowFrom": [peer]}
+    report = validate_ray(manifest)
+    assert message in report.message(), report.message()
+
+
+def test_fine_peers_pass() -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-simple.yaml").read_text())
+    manifest["spec"]["networkPolicy"] = {"enabled": True, "allowFrom": [
+        {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}},
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+    ]}
+    assert validate_ray(manifest).ok
+
+
+def test_settings_taken_out_of_the_spec_are_drift_on_the_deployments() -> None:
+    from ray_operator.builders.ray_cluster import setting_leftovers
+
+    with_auth = _children_with(auth={"mode": "token"})[2]  # the head Deployment
+    without = children_of("ray-simple.yaml")[1]
+    assert setting_leftovers(without, with_auth) == [
+        "spec.template.spec.containers[ray-head].env[RAY_AUTH_MODE]",
+        "spec.template.spec.containers[ray-head].env[RAY_AUTH_TOKEN]",
+    ]
+    assert setting_leftovers(with_auth, with_auth) == []
+    assert setting_leftovers(without, without) == []
+
+
+def test_secrets_go_to_the_ray_containers_only_not_to_a_user_s_sidecar() -> None:
+    manifest = yaml.safe_load((EXAMPLES / "ray-full.yaml").read_text())
+    containers = manifest["spec"]["worker"]["template"]["spec"]["containers"]
+    containers.append({"name": "log-shipper", "image": "fluent-bit"})
+    manifest["metadata"].update(namespace="ml", uid="u")
+    manifest["spec"]["auth"] = {"mode": "token"}
+    report = validate_ray(manifest)
+    assert report.resource is not None, report.message()
+    worker = build_children(plan_cluster(report.resource, current_defaults(IMAGE)))[3]
+    pod = worker["spec"]["template"]["spec"]
+    with_token = [c["name"] for c in [*pod["initContainers"], *pod["containers"]]
+                  if "RAY_AUTH_TOKEN" in str(c.get("env"))]
+    assert with_token == ["wait-gcs", containers[0]["name"]]

@@ -130,3 +130,19 @@ def test_worker_groups_count_in_the_workers_column_health_and_a_condition_each()
     assert failing["health"] == "False" and "exceeded quota" in failing["conditions"][0]["message"]
     assert "workerGroups" not in compute_status(None, observe(deployment(1, 1), deployment(3, 3)),
                                                 "t")
+
+
+def test_groups_all_removed_are_taken_out_of_the_status_once_and_then_nothing_changes() -> None:
+    shown = compute_status(
+        None,
+        Observed(**{**observe(deployment(1, 1), deployment(3, 3)).__dict__,
+                    "groups": (("gpu", 1, deployment(1, 1)),)}),
+        "t",
+    )
+    assert shown["workerGroups"]
+    gone = compute_status(shown, observe(deployment(1, 1), deployment(3, 3)), "t")
+    assert "workerGroups" in gone and gone["workerGroups"] is None  # a merge patch removes it
+    assert status_changed(shown, gone)
+    written = {k: v for k, v in {**shown, **gone}.items() if v is not None}  # what is stored
+    again = compute_status(written, observe(deployment(1, 1), deployment(3, 3)), "t")
+    assert not status_changed(written, again)  # no write loop

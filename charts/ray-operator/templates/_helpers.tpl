@@ -104,6 +104,10 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "update"]
+# spec.gcsFaultTolerance: the Job that removes a deleted Ray's keys from Redis.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
 # spec.networkPolicy: the cluster's NetworkPolicy (delete: when the spec drops it).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]

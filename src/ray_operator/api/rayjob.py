@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ray_operator.api.ray import RaySpec
 
@@ -106,6 +106,16 @@ class ConfigMapKeyRef(BaseModel):
         pattern=r"^[-._a-zA-Z0-9]+$",
         description="The key holding the script; also the script's file name in the job.",
     )
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_a_file_name(cls, value: str) -> str:
+        if value.startswith(".."):
+            raise ValueError(
+                f"{value!r} is not accepted: a key that does not start with '..' (the kubelet "
+                "refuses it as a file name)"
+            )
+        return value
 
 
 class ScriptFrom(BaseModel):

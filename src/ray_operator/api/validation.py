@@ -6,6 +6,7 @@ The same rules run in the operator (reported as a Warning event and ``Health=Fal
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,6 +201,53 @@ def _check_group_names(groups: list[Any], report: Report) -> None:
 
 
 _SELECTOR_KEYS = frozenset({"matchLabels", "matchExpressions"})
+_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def _check_selector(selector: dict[str, Any], path: str, report: Report) -> None:
+    """A label selector as the apiserver takes it: string labels, well-formed expressions."""
+    labels = selector.get("matchLabels")
+    if labels is not None and not (
+        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+    ):
+        report.errors.append(Problem(
+            f"{path}.matchLabels", labels, "a mapping of label names to string values"))
+    expressions = selector.get("matchExpressions")
+    if expressions is None:
+        return
+    if not isinstance(expressions, list):
+        report.errors.append(Problem(f"{path}.matchExpressions", expressions,
+                                     "a list of {key, operator, values}"))
+        return
+    for i, expr in enumerate(expressions):
+        where = f"{path}.matchExpressions[{i}]"
+        ok = isinstance(expr, dict) and isinstance(expr.get("key"), str)
+        ok = ok and expr.get("operator") in _OPERATORS
+        values = expr.get("values") if isinstance(expr, dict) else None
+        needs = isinstance(expr, dict) and expr.get("operator") in ("In", "NotIn")
+        if ok and needs:
+            ok = isinstance(values, list) and bool(values) and all(
+                isinstance(v, str) for v in values)
+        elif ok:
+            ok = not values
+        if not ok:
+            report.errors.append(Problem(
+                where, expr, f"{{key, operator, values}} with operator one of {_OPERATORS}; "
+                "In and NotIn need string values, Exists and DoesNotExist none"))
+
+
+def _check_ip_block(block: dict[str, Any], path: str, report: Report) -> None:
+    unknown = sorted(set(block) - {"cidr", "except"})
+    accepted = "{cidr: 10.0.0.0/16, except: [10.0.1.0/24]}: CIDRs"
+    try:
+        ipaddress.ip_network(str(block.get("cidr")), strict=False)
+        for inner in block.get("except") or []:
+            ipaddress.ip_network(str(inner), strict=False)
+    except ValueError:
+        report.errors.append(Problem(path, block, accepted))
+        return
+    if unknown or "cidr" not in block:
+        report.errors.append(Problem(path, block, accepted))
 
 
 def _check_peers(peers: list[Any], report: Report) -> None:
@@ -212,15 +260,17 @@ def _check_peers(peers: list[Any], report: Report) -> None:
                 path, {}, "a peer with podSelector, namespaceSelector or ipBlock (an empty one "
                 "would admit nobody)"))
         for name in ("podSelector", "namespaceSelector"):
-            unknown = sorted(set(given.get(name) or {}) - _SELECTOR_KEYS)
+            if name not in given:
+                continue
+            unknown = sorted(set(given[name]) - _SELECTOR_KEYS)
             if unknown:
                 report.errors.append(Problem(
                     f"{path}.{name}", given[name], "a label selector: matchLabels and/or "
                     f"matchExpressions (not {', '.join(unknown)})"))
+            _check_selector(given[name], f"{path}.{name}", report)
         block = given.get("ipBlock")
-        if block is not None and not isinstance(block.get("cidr"), str):
-            report.errors.append(Problem(
-                f"{path}.ipBlock", block, "{cidr: 10.0.0.0/16, except: [...]} with a CIDR"))
+        if block is not None:
+            _check_ip_block(block, f"{path}.ipBlock", report)
         if block is not None and len(given) > 1:
             report.errors.append(Problem(
                 path, given, "either ipBlock or selectors in one peer, as in a NetworkPolicy"))

@@ -30,10 +30,10 @@ from ray_operator.api.ray import (
     WorkerGroup,
 )
 from ray_operator.api.validation import RAY_HEAD_CONTAINER as HEAD_CONTAINER
-from ray_operator.api.validation import ray_start_container
+from ray_operator.api.validation import RAY_WORKER_CONTAINER, ray_start_container
 from ray_operator.builders.defaults import WAIT_FOR_GCS_FROM, Defaults
 from ray_operator.builders.drift import quantity
-from ray_operator.builders.gcs_wait import with_gcs_wait
+from ray_operator.builders.gcs_wait import WAIT_CONTAINER, with_gcs_wait
 
 Obj = dict[str, Any]
 
@@ -201,12 +201,12 @@ def with_ray_resources(template: Obj, custom: dict[str, float]) -> Obj:
         return template  # validation refuses rayResources here; nothing to add to
     limits = (container.get("resources") or {}).get("limits") or {}
     flags = []
-    gpus = quantity(limits.get("nvidia.com/gpu"))
-    if gpus:
-        flags.append(f"--num-gpus={int(gpus)}")
-    memory = quantity(limits.get("memory"))
-    if memory:
-        flags.append(f"--memory={int(memory)}")
+    gpus = int(quantity(limits.get("nvidia.com/gpu")) or 0)  # whole devices only
+    if gpus > 0:
+        flags.append(f"--num-gpus={gpus}")
+    memory = int(quantity(limits.get("memory")) or 0)
+    if memory > 0:
+        flags.append(f"--memory={memory}")
     if custom:
         flags.append("--resources=" + json.dumps(custom, sort_keys=True, separators=(",", ":")))
     args = list(container["args"])
@@ -278,10 +278,15 @@ def _auth_env(plan: ClusterPlan) -> list[Obj]:
 
 def _gcs_ft_env(plan: ClusterPlan, role: str) -> list[Obj]:
     """The head's Redis settings; the workers' patience while a new head starts."""
-    ft = plan.gcs_ft
-    assert ft is not None
     if role != ROLE_HEAD:
         return [{"name": ENV_GCS_RECONNECT, "value": str(GCS_RECONNECT_SECONDS)}]
+    return gcs_ft_head_env(plan)
+
+
+def gcs_ft_head_env(plan: ClusterPlan) -> list[Obj]:
+    """Where the head keeps the GCS: the Redis address, password and storage namespace."""
+    ft = plan.gcs_ft
+    assert ft is not None
     env: list[Obj] = [
         {"name": ENV_REDIS_ADDRESS, "value": ft.redisAddress},
         {"name": ENV_STORAGE_NAMESPACE, "value": ft.externalStorageNamespace or plan.uid},
@@ -310,12 +315,23 @@ def _with_redis_password(template: Obj) -> Obj:
     return template
 
 
+def _ray_containers(pod: Obj) -> list[Obj]:
+    """The Ray container (its default name, else the first) and the operator's GCS wait.
+
+    A token or a password goes to them, not to a user's sidecars.
+    """
+    containers = pod.get("containers", [])
+    ray = [c for c in containers if c.get("name") in (HEAD_CONTAINER, RAY_WORKER_CONTAINER)]
+    waits = [c for c in pod.get("initContainers", []) if c.get("name") == WAIT_CONTAINER]
+    return [*waits, *(ray or containers[:1])]
+
+
 def _with_env(template: Obj, env: list[Obj]) -> Obj:
-    """Settings in every container, init containers too (``ray health-check`` reads them)."""
+    """Settings in the Ray containers, the GCS wait too (``ray health-check`` reads them)."""
     template = copy.deepcopy(template)
     names = {e["name"] for e in env}
     pod = template.get("spec", {})
-    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+    for container in _ray_containers(pod):
         own = [e for e in container.get("env", []) if e.get("name") not in names]
         container["env"] = [*own, *copy.deepcopy(env)]
     return template
@@ -528,6 +544,24 @@ def build_network_policy(plan: ClusterPlan) -> Obj:
             ],
         },
     }
+
+
+# On the pod templates of a Ray with auth: the uid of the token Secret they read. A Secret
+# deleted and made again holds a new token: the pods roll to it together.
+ANNOTATION_AUTH_SECRET: Final = "ray.kubeflow.org/auth-secret-uid"
+
+
+def with_token_secret(children: list[Obj], secret_uid: str) -> list[Obj]:
+    """The Deployments' pod templates marked with the token Secret they read (copies)."""
+    marked = []
+    for child in children:
+        if child["kind"] == "Deployment":
+            child = copy.deepcopy(child)
+            meta = child["spec"]["template"].setdefault("metadata", {})
+            annotations = {**meta.get("annotations", {}), ANNOTATION_AUTH_SECRET: secret_uid}
+            meta["annotations"] = annotations
+        marked.append(child)
+    return marked
 
 
 def build_children(plan: ClusterPlan) -> list[Obj]:

@@ -218,6 +218,8 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
     }
     if groups:
         status["workerGroups"] = groups
+    elif previous.get("workerGroups"):
+        status["workerGroups"] = None  # a merge patch removes a key only when told so
     return status
 
 
@@ -225,5 +227,6 @@ def status_changed(previous: Obj | None, new: Obj) -> bool:
     """Whether writing ``new`` would change anything but the reconcile timestamp."""
     if not previous:
         return True
+    # A key written as null (to remove it) and one that is absent say the same.
     keys = (set(previous) | set(new)) - {"lastReconcileTime"}
     return any(previous.get(k) != new.get(k) for k in keys)

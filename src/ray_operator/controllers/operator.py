@@ -19,6 +19,7 @@ from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
 from ray_operator.controllers.raypipeline import PipelineController
 from ray_operator.kube import (
     DEPLOYMENT,
+    JOB,
     NETWORK_POLICY,
     RAY,
     RAYJOB,
@@ -81,6 +82,7 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
             manager.informer(SERVICE, CHILD_SELECTOR),
             manager.informer(SECRET, CHILD_SELECTOR, metadata_only=True),
             manager.informer(NETWORK_POLICY, CHILD_SELECTOR),
+            manager.informer(JOB, CHILD_SELECTOR),
             fields,
         )
     )

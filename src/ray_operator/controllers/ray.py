@@ -19,6 +19,7 @@ from ray_operator.api.constants import (
     ANNOTATION_DEFAULTS,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
+    LABEL_WORKER_GROUP,
     MANAGED_BY,
     REASON_CREATED,
     REASON_DELETED,
@@ -44,6 +45,7 @@ from ray_operator.builders.defaults import (
     read_defaults,
 )
 from ray_operator.builders.drift import controller_name, controller_uid, differences, replacement
+from ray_operator.builders.gcs_cleanup import FINALIZER as GCS_FINALIZER
 from ray_operator.builders.ray_cluster import (
     AUTH_TOKEN_KEY,
     ClusterPlan,
@@ -55,10 +57,12 @@ from ray_operator.builders.ray_cluster import (
     plan_cluster,
     roles_using_defaults,
     setting_leftovers,
+    with_token_secret,
     worker_name,
     worker_selector,
 )
 from ray_operator.builders.ray_status import Observed, compute_status, status_changed
+from ray_operator.controllers.gcs_cleanup import RedisCleanup
 from ray_operator.kube import (
     DEPLOYMENT,
     NETWORK_POLICY,
@@ -122,6 +126,8 @@ class RayController:
     # The token Secrets (metadata only: the operator never holds a token) and NetworkPolicies.
     secrets: Informer
     network_policies: Informer
+    # The Jobs that remove a deleted Ray's GCS keys from Redis.
+    jobs: Informer
     # The pod template fields the apiserver knows (read at start; None: the shipped table).
     fields: FieldTable | None = None
     # Seconds between two status writes of one cluster (bursts of child events are merged).
@@ -132,11 +138,13 @@ class RayController:
     status_hold: float = 10.0
     name: str = "ray"
     queue: WorkQueue = field(init=False)
+    redis: RedisCleanup = field(init=False)
     last_status_write: dict[Key, float] = field(default_factory=dict)
     creating: set[Key] = field(default_factory=set)
     held_status: dict[Key, float] = field(default_factory=dict)
     # Validation and desired children per cluster, for the spec and defaults they came from.
     plans: dict[Key, tuple[str, int, str, Validated]] = field(default_factory=dict)
+    group_deployments: dict[Key, set[str]] = field(default_factory=dict)
     # Versions of a Ray and its children after a reconcile that found everything as it should
     # be: a resync of an unchanged cluster then costs a lookup, not a compare.
     settled: dict[Key, tuple[str, ...]] = field(default_factory=dict)
@@ -144,8 +152,11 @@ class RayController:
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.name, self._reconcile_key)
         self.rays.subscribe(self._on_ray)
-        for children in (self.deployments, self.services, self.secrets, self.network_policies):
+        for children in (
+            self.deployments, self.services, self.secrets, self.network_policies, self.jobs
+        ):
             children.subscribe(self._on_child)
+        self.redis = RedisCleanup(self.kube, self.events, self.rays, self.deployments, self.jobs)
 
     # --- watch feed -------------------------------------------------------------------------
     def _on_ray(self, event_type: str, body: Obj, _: Obj | None) -> None:
@@ -165,12 +176,21 @@ class RayController:
             self.creating.add(key)
         self.queue.add(key)
 
-    def _on_child(self, _: str, body: Obj, __: Obj | None) -> None:
+    def _on_child(self, event_type: str, body: Obj, __: Obj | None) -> None:
         meta = body["metadata"]
-        cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
+        labels = meta.get("labels") or {}
+        cluster = labels.get(LABEL_CLUSTER)
         if not cluster:
             return
         key = (str(meta["namespace"]), str(cluster))
+        if body.get("kind") == "Deployment" and LABEL_WORKER_GROUP in labels:
+            # Every group Deployment a cluster has, whatever its status says: one taken out of
+            # the spec is found even if no status ever listed it.
+            names = self.group_deployments.setdefault(key, set())
+            if event_type == "DELETED":
+                names.discard(meta["name"])
+            else:
+                names.add(meta["name"])
         if self.rays.get(*key) is not None and not self._held(key):
             self.queue.add(key)
 
@@ -212,8 +232,14 @@ class RayController:
         assert isinstance(key, tuple)
         body = self.rays.get(key[0], key[1])
         try:
-            if body is not None and not body["metadata"].get("deletionTimestamp"):
+            if body is None:
+                return
+            if not body["metadata"].get("deletionTimestamp"):
                 await self.reconcile(body)
+            elif GCS_FINALIZER in (body["metadata"].get("finalizers") or []):
+                generation = int(body["metadata"].get("generation", 0))
+                validated, _ = await self._validated(body, key, generation)
+                await self.redis.finish(body, validated.plan)
         finally:
             self._children_written(key)
 
@@ -242,15 +268,31 @@ class RayController:
             failure = ChildFailure(REASON_INVALID_SPEC, report.message())
         elif plan is not None and failure is None:
             head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
-            # The children do not depend on each other: write them side by side.
-            results = await asyncio.gather(*(self._ensure(body, d) for d in validated.children))
+            # First what the pods depend on: the token Secret (its uid goes on the pod templates)
+            # and the NetworkPolicy (no pod runs before it: closed, never open).
+            first = [d for d in validated.children if d["kind"] in ("Secret", "NetworkPolicy")]
+            rest = [d for d in validated.children if d not in first]
+            results = await asyncio.gather(*(self._ensure(body, d) for d in first))
             failure = next((r for r in results if r), None)
+            if failure is None:
+                if plan.auth:
+                    secret = self.secrets.get(meta["namespace"], auth_secret_name(meta["name"]))
+                    uid = str(((secret or {}).get("metadata") or {}).get("uid", ""))
+                    rest = with_token_secret(rest, uid)
+                # The rest do not depend on each other: written side by side.
+                results = await asyncio.gather(*(self._ensure(body, d) for d in rest))
+                failure = next((r for r in results if r), None)
             failure = await self._remove_unasked(body, validated.children) or failure
+            body = await self.redis.keep_finalizer(body, plan.gcs_ft is not None)
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
         self._children_written(key)
         suspended = plan is not None and plan.suspended
-        groups = tuple((g.name, g.pods.replicas) for g in plan.groups) if plan else ()
+        if plan is not None:
+            groups = tuple((g.name, g.pods.replicas) for g in plan.groups)
+        else:  # an invalid spec: the groups as last shown, still counted
+            shown = (body.get("status") or {}).get("workerGroups") or []
+            groups = tuple((str(g.get("name")), int(g.get("desired") or 0)) for g in shown)
         in_sync = await self._write_status(
             body, key, generation, head_desired, worker_desired, failure, suspended, groups
         )
@@ -411,9 +453,9 @@ class RayController:
         meta = owner["metadata"]
         wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
         unasked = [(kind, name_of(meta["name"])) for kind, name_of in _OPTIONAL]
-        # Groups the status still shows: a group taken out of the spec goes with its pods.
-        shown = (owner.get("status") or {}).get("workerGroups") or []
-        unasked += [("Deployment", group_name(meta["name"], g["name"])) for g in shown]
+        # Group Deployments the spec no longer has go, pods and all.
+        groups = self.group_deployments.get((meta["namespace"], meta["name"]), set())
+        unasked += [("Deployment", name) for name in sorted(groups)]
         for kind, name in unasked:
             existing = self._cache(kind).get(meta["namespace"], name)
             if existing is None or (kind, name) in wanted:

@@ -10,6 +10,7 @@ job costs no API request: reads come from the caches.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import time
 from collections.abc import Hashable
@@ -637,7 +638,11 @@ class RayJobController:
             except KubeError as exc:
                 return f"cannot read the token Secret {spec.tokenSecretName}: {exc.message}"
             encoded = (secret.get("data") or {}).get(AUTH_TOKEN_KEY, "")
-            token = base64.b64decode(encoded).decode().strip() or None
+            try:
+                token = base64.b64decode(encoded).decode().strip() or None
+            except (binascii.Error, UnicodeDecodeError):
+                secret_name = spec.tokenSecretName
+                return f"the token Secret {secret_name} holds no text under {AUTH_TOKEN_KEY!r}"
         try:
             async with RayJobsClient(address, token=token, timeout=STOP_REQUEST_TIMEOUT) as client:
                 await client.stop(submission_id)

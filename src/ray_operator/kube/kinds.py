@@ -41,6 +41,7 @@ PERSISTENT_VOLUME_CLAIM: Final = Kind("v1", "persistentvolumeclaims", "Persisten
 SERVICE_ACCOUNT: Final = Kind("v1", "serviceaccounts", "ServiceAccount")
 ROLE: Final = Kind("rbac.authorization.k8s.io/v1", "roles", "Role")
 ROLE_BINDING: Final = Kind("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
+JOB: Final = Kind("batch/v1", "jobs", "Job")
 NETWORK_POLICY: Final = Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
 LEASE: Final = Kind("coordination.k8s.io/v1", "leases", "Lease")
 CRD: Final = Kind(
@@ -76,6 +77,6 @@ KINDS_BY_NAME: Final = {
         NODE,
         Kind("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
         Kind("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
-        Kind("batch/v1", "jobs", "Job"),
+        JOB,
     )
 }

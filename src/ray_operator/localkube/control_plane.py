@@ -38,6 +38,8 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "pod-garbage-collector-controller",
+    # Jobs run pods (the GCS cleanup of a Ray with fault tolerance).
+    "job-controller",
     # Claims bind to volumes, and the protection finalizers the default admission adds go away.
     "persistentvolume-binder-controller",
     "persistentvolume-protection-controller",

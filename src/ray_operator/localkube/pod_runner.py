@@ -9,7 +9,8 @@ Two modes:
   not a mount over ``/tmp``, which may hold the project itself). The image is not pulled:
   commands run with this machine's programs (``ray`` from the active virtualenv). A pod is
   Ready when its containers' readiness probes (httpGet, tcpSocket) pass; a container that exits
-  is restarted with a back-off; the processes end when the pod goes. Volumes of kind
+  is restarted with a back-off (``restartPolicy`` Always; with Never or OnFailure, a Job's
+  pod ends Succeeded or Failed); the processes end when the pod goes. Volumes of kind
   ``emptyDir``, ``hostPath`` and ``persistentVolumeClaim`` (bound to a ``hostPath`` or ``local``
   PersistentVolume) are bind-mounted at each ``volumeMount`` (``subPath``, ``readOnly``) in the
   container's mount namespace; until a claim is bound the pod waits in ``ContainerCreating``.
@@ -253,11 +254,18 @@ class PodRunner:
             local.initialized = True
         containers = [*sidecars, *pod["spec"]["containers"]]
         backoff: dict[str, float] = {}
+        policy = pod["spec"].get("restartPolicy", "Always")
+        finished: dict[str, int] = {}  # exit codes of containers that stay ended (Job pods)
         while True:
             for container in containers:
                 name = container["name"]
                 proc = local.processes.get(name)
-                if proc is not None and proc.poll() is None:
+                if proc is not None and proc.poll() is None or name in finished:
+                    continue
+                if proc is not None and container not in sidecars and (
+                    policy == "Never" or (policy == "OnFailure" and proc.returncode == 0)
+                ):
+                    finished[name] = int(proc.returncode or 0)
                     continue
                 if proc is not None:
                     local.restarts[name] = local.restarts.get(name, 0) + 1
@@ -275,6 +283,10 @@ class PodRunner:
                         await self._write_status(local, pod, ready=False)
                     await asyncio.sleep(delay)
                 local.processes[name] = self._start_container(local, pod, container, data)
+            main = [c["name"] for c in pod["spec"]["containers"]]
+            if all(name in finished for name in main):
+                await self._write_ended(local, pod, finished)
+                return
             ready = all(await asyncio.gather(*(self._probe(local, c) for c in containers))) and all(
                 p.poll() is None for p in local.processes.values()
             )
@@ -633,6 +645,34 @@ class PodRunner:
                     "ready": False,
                     "restartCount": 0,
                     "state": waiting,
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        with contextlib.suppress(KubeError):
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+
+    async def _write_ended(self, local: LocalPod, pod: Obj, codes: dict[str, int]) -> None:
+        """A pod whose containers ended for good (restartPolicy Never/OnFailure): its phase."""
+        now = _now()
+        status = {
+            "phase": "Succeeded" if not any(codes.values()) else "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted",
+                 "lastTransitionTime": now},
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": local.restarts.get(c["name"], 0),
+                    "state": {"terminated": {
+                        "exitCode": codes[c["name"]],
+                        "reason": "Completed" if codes[c["name"]] == 0 else "Error",
+                        "finishedAt": now,
+                    }},
                 }
                 for c in pod["spec"]["containers"]
             ],

@@ -58,7 +58,7 @@ class Manager:
     lease: LeaseOptions | None = None
     shutdown_grace: float = 5.0
     metrics: Metrics = field(default_factory=Metrics)
-    informers: dict[tuple[str, str | None], Informer] = field(default_factory=dict)
+    informers: dict[tuple[str, str | None, bool], Informer] = field(default_factory=dict)
     controllers: list[Controller] = field(default_factory=list)
     elector: LeaderElector | None = None
     _server: HealthServer | None = None
@@ -70,7 +70,7 @@ class Manager:
         self, kind: Kind, label_selector: str | None = None, metadata_only: bool = False
     ) -> Informer:
         """The shared cache of ``kind`` (with that server-side selector), made on first use."""
-        key = (kind.kind, label_selector)
+        key = (kind.kind, label_selector, metadata_only)
         if key not in self.informers:
             self.informers[key] = Informer(
                 self.kube,
