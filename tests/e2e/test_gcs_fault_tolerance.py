@@ -13,8 +13,6 @@ through the Service's stable ClusterIP.
 from __future__ import annotations
 
 import os
-import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -25,13 +23,14 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_operator.jobs.ray_api import JobInfo, RayApiError, RayJobsClient, RayUnreachableError
-from ray_operator.kube import EVENT, POD, RAY, Kube
+from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError
+from ray_operator.kube import EVENT, RAY, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.dashboard_process import dashboard
 from tests.fixtures.ray_head import free_port
 from tests.operator_process import OperatorProcess
+from tests.ray_state import pod_ready, pods_with_role, run_script, status_of
 from tests.waiting import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -81,15 +80,6 @@ def redis_on(tmp_path: Path) -> Iterator[Any]:
         proc.wait(10)
 
 
-async def run(address: str, script: str) -> tuple[JobInfo, str]:
-    async with RayJobsClient(address, timeout=30) as client:
-        job_id = f"ft-{secrets.token_hex(4)}"
-        await client.submit(f"python -c {shlex.quote(script)}", submission_id=job_id)
-        info = await eventually(lambda: client.info(job_id), lambda i: i.terminal, timeout=180,
-                                what=f"job {job_id} ended")
-        return info, await client.logs(job_id)
-
-
 async def answers(address: str) -> bool:
     try:
         async with RayJobsClient(address, timeout=10) as client:
@@ -111,17 +101,7 @@ def result(logs: str) -> list[str]:
 
 
 async def ray_status(kube: Kube, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = (await kube.get(RAY, "sample-cluster", namespace)).get("status") or {}
-    return found
-
-
-async def pods(kube: Kube, namespace: str, role: str) -> list[dict[str, Any]]:
-    return await kube.list(POD, namespace, f"ray.kubeflow.org/role={role}")
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod["status"].get("conditions") or [])
+    return await status_of(kube, RAY, "sample-cluster", namespace)
 
 
 def restarts(pod: dict[str, Any]) -> int:
@@ -149,11 +129,11 @@ async def test_a_head_that_dies_comes_back_with_its_state_and_its_keys_go_with_t
                          timeout=400, what="Health=True")
 
         async with dashboard(control_plane, "sample-cluster", namespace) as address:
-            setup, logs = await run(address, SETUP)
+            setup, logs = await run_script(address, SETUP)
             assert setup.status == "SUCCEEDED", logs
             assert result(logs) == ["41"]
-        (worker,) = await pods(kube, namespace, "worker-keeper")
-        (head,) = await pods(kube, namespace, "head")
+        (worker,) = await pods_with_role(kube, namespace, "worker-keeper")
+        (head,) = await pods_with_role(kube, namespace, "head")
         assert restarts(worker) == 0
 
         # The head container dies as an OOM kill ends it: every process of it, at once.
@@ -161,8 +141,8 @@ async def test_a_head_that_dies_comes_back_with_its_state_and_its_keys_go_with_t
         os.killpg(local.processes["ray-head"].pid, signal.SIGKILL)
         # Restarted in the same pod, and ready again (its GCS answers its readiness probe).
         await eventually(
-            lambda: pods(kube, namespace, "head"),
-            lambda found: len(found) == 1 and restarts(found[0]) >= 1 and ready(found[0]),
+            lambda: pods_with_role(kube, namespace, "head"),
+            lambda found: len(found) == 1 and restarts(found[0]) >= 1 and pod_ready(found[0]),
             timeout=300, what="the head container restarted and ready",
         )
 
@@ -170,14 +150,14 @@ async def test_a_head_that_dies_comes_back_with_its_state_and_its_keys_go_with_t
             # Ready, then in the head Service's endpoints: the job API answers through it.
             await eventually(lambda: answers(address), bool, timeout=60,
                              what="the job API through the head Service")
-            check, logs = await run(address, CHECK)
+            check, logs = await run_script(address, CHECK)
             assert check.status == "SUCCEEDED", logs
             # The actor kept its state; both nodes are alive (the worker rejoined the new GCS).
             assert result(logs) == ["42", "2"], logs
             async with RayJobsClient(address) as client:
                 listed = {j.submission_id: j.status for j in await client.list()}
         assert listed[setup.submission_id] == "SUCCEEDED"  # the job record survived
-        (after,) = await pods(kube, namespace, "worker-keeper")
+        (after,) = await pods_with_role(kube, namespace, "worker-keeper")
         assert after["metadata"]["uid"] == worker["metadata"]["uid"]
         assert restarts(after) == 0, after["status"]
 

@@ -8,20 +8,19 @@ controller-manager and the pod runner acts.
 
 from __future__ import annotations
 
-import secrets
-import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError
+from ray_operator.jobs.ray_api import RayApiError, RayUnreachableError
 from ray_operator.kube import POD, RAY, Kube
 from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.dashboard_process import dashboard
 from tests.operator_process import OperatorProcess
+from tests.ray_state import pod_ready, pods_with_role, run_script, status_of
 from tests.waiting import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -29,32 +28,17 @@ COUNT = "import ray\nray.init()\nprint('RESULT', len([n for n in ray.nodes() if 
 
 
 async def ray_status(kube: Kube, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = (await kube.get(RAY, "sample-cluster", namespace)).get("status") or {}
-    return found
+    return await status_of(kube, RAY, "sample-cluster", namespace)
 
 
 async def alive_nodes(address: str) -> int:
     """Ray's own count of alive nodes, from a job on the cluster (0 while it cannot run one)."""
     try:
-        async with RayJobsClient(address, timeout=30) as client:
-            job_id = f"count-{secrets.token_hex(4)}"
-            await client.submit(f"python -c {shlex.quote(COUNT)}", submission_id=job_id)
-            info = await eventually(lambda: client.info(job_id), lambda i: i.terminal,
-                                    timeout=120, what=f"job {job_id} ended")
-            logs = await client.logs(job_id)
+        info, logs = await run_script(address, COUNT, timeout=120)
     except (RayApiError, RayUnreachableError):
         return 0  # the new head's job API is not up yet
     lines = [x for x in logs.splitlines() if x.startswith("RESULT ")]
     return int(lines[0].split()[1]) if info.status == "SUCCEEDED" and lines else 0
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-async def pods(kube: Kube, namespace: str, role: str) -> list[dict[str, Any]]:
-    return await kube.list(POD, namespace, f"ray.kubeflow.org/role={role}")
 
 
 @pytest.mark.slow
@@ -70,16 +54,16 @@ async def test_a_deleted_head_pod_ends_in_a_whole_cluster_again(
         await kube.apply_manifest(manifest, namespace)
         await eventually(lambda: ray_status(kube, namespace), lambda s: s.get("health") == "True",
                          timeout=400, what="Health=True")
-        (head,) = await pods(kube, namespace, "head")
-        (worker,) = await pods(kube, namespace, "worker")
+        (head,) = await pods_with_role(kube, namespace, "head")
+        (worker,) = await pods_with_role(kube, namespace, "worker")
 
         await kube.delete(POD, head["metadata"]["name"], namespace)
         def new_and_ready(found: list[dict[str, Any]]) -> bool:
-            return any(p["metadata"]["uid"] != head["metadata"]["uid"] and ready(p)
+            return any(p["metadata"]["uid"] != head["metadata"]["uid"] and pod_ready(p)
                        for p in found)
 
-        await eventually(lambda: pods(kube, namespace, "head"), new_and_ready, timeout=300,
-                         what="a new head pod, ready")
+        await eventually(lambda: pods_with_role(kube, namespace, "head"), new_and_ready,
+                         timeout=300, what="a new head pod, ready")
         # The worker's raylet gives up on the old GCS (Ray's 60 s), its container restarts and
         # joins the new head: Ray counts both nodes alive again, and Health is True again.
         async with dashboard(control_plane, "sample-cluster", namespace) as address:
@@ -88,7 +72,7 @@ async def test_a_deleted_head_pod_ends_in_a_whole_cluster_again(
                              what="Health=True with the new head")
             await eventually(lambda: alive_nodes(address), lambda n: n == 2, timeout=400,
                              what="head and worker alive in Ray")
-        (after,) = await pods(kube, namespace, "worker")
+        (after,) = await pods_with_role(kube, namespace, "worker")
         assert after["metadata"]["uid"] == worker["metadata"]["uid"]  # the same pod, rejoined
     finally:
         await runner.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,16 +22,12 @@ from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.dashboard_process import dashboard
 from tests.operator_process import OperatorProcess
+from tests.ray_state import status_of
 from tests.runner_pod import RunnerPods
 from tests.waiting import eventually
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SCRIPT = "import ray\nray.init()\nprint('RESULT', len([n for n in ray.nodes() if n['Alive']]))\n"
-
-
-async def _status(kube: Kube, kind: Any, name: str, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = (await kube.get(kind, name, namespace)).get("status") or {}
-    return found
 
 
 @pytest.mark.slow
@@ -48,7 +43,7 @@ async def test_a_ray_with_auth_refuses_requests_without_the_token_and_its_jobs_n
     try:
         await kube.apply_manifest(manifest, namespace)
         await eventually(
-            lambda: _status(kube, RAY, "sample-cluster", namespace),
+            lambda: status_of(kube, RAY, "sample-cluster", namespace),
             lambda s: s.get("health") == "True", timeout=400, what="Health=True",
         )
         secret = await kube.get(SECRET, "sample-cluster-auth", namespace)
@@ -58,7 +53,7 @@ async def test_a_ray_with_auth_refuses_requests_without_the_token_and_its_jobs_n
         job["spec"] = {"cluster": "sample-cluster", "script": SCRIPT}  # no token given
         await kube.create(RAYJOB, job, namespace)
         status = await eventually(
-            lambda: _status(kube, RAYJOB, "estimate-pi", namespace),
+            lambda: status_of(kube, RAYJOB, "estimate-pi", namespace),
             lambda s: s.get("jobStatus") in ("SUCCEEDED", "FAILED", "STOPPED"),
             timeout=300, what="the job's end",
         )

@@ -209,12 +209,17 @@ def with_ray_resources(template: Obj, custom: dict[str, float]) -> Obj:
         flags.append(f"--memory={memory}")
     if custom:
         flags.append("--resources=" + json.dumps(custom, sort_keys=True, separators=(",", ":")))
+    _add_start_flags(container, flags)
+    return template
+
+
+def _add_start_flags(container: Obj, flags: list[str]) -> None:
+    """``ray start`` flags before ``--block``; a flag the user wrote already wins."""
     args = list(container["args"])
     given = {a.split("=", 1)[0] for a in args}
-    extra = [f for f in flags if f.split("=", 1)[0] not in given]  # the user's own flags win
+    extra = [f for f in flags if f.split("=", 1)[0] not in given]
     at = args.index("--block") if "--block" in args else len(args)
     container["args"] = [*args[:at], *extra, *args[at:]]
-    return template
 
 
 def _default_template(defaults: Defaults, role: str) -> Obj:
@@ -307,11 +312,7 @@ def _with_redis_password(template: Obj) -> Obj:
     template = copy.deepcopy(template)
     container = ray_start_container(template, HEAD_CONTAINER)
     if container is not None:
-        args = list(container["args"])
-        if not any(a.startswith("--redis-password") for a in args):
-            at = args.index("--block") if "--block" in args else len(args)
-            flag = f"--redis-password=$({ENV_REDIS_PASSWORD})"
-            container["args"] = [*args[:at], flag, *args[at:]]
+        _add_start_flags(container, [f"--redis-password=$({ENV_REDIS_PASSWORD})"])
     return template
 
 
@@ -488,6 +489,16 @@ def build_head_service(plan: ClusterPlan) -> Obj:
     return body
 
 
+def _optional_child_metadata(plan: ClusterPlan, name: str) -> Obj:
+    """Metadata of a child only some clusters have (found by the cluster label, owned)."""
+    return {
+        "name": name,
+        "namespace": plan.namespace,
+        "labels": {LABEL_CLUSTER: plan.name, LABEL_MANAGED_BY: MANAGED_BY},
+        "ownerReferences": [owner_reference(plan)],
+    }
+
+
 def build_auth_secret(plan: ClusterPlan) -> Obj:
     """The token Secret, without its token.
 
@@ -497,12 +508,7 @@ def build_auth_secret(plan: ClusterPlan) -> Obj:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": {
-            "name": auth_secret_name(plan.name),
-            "namespace": plan.namespace,
-            "labels": {LABEL_CLUSTER: plan.name, LABEL_MANAGED_BY: MANAGED_BY},
-            "ownerReferences": [owner_reference(plan)],
-        },
+        "metadata": _optional_child_metadata(plan, auth_secret_name(plan.name)),
     }
 
 
@@ -529,12 +535,7 @@ def build_network_policy(plan: ClusterPlan) -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": network_policy_name(plan.name),
-            "namespace": plan.namespace,
-            "labels": {LABEL_CLUSTER: plan.name, LABEL_MANAGED_BY: MANAGED_BY},
-            "ownerReferences": [owner_reference(plan)],
-        },
+        "metadata": _optional_child_metadata(plan, network_policy_name(plan.name)),
         "spec": {
             "podSelector": {"matchLabels": {LABEL_CLUSTER: plan.name}},
             "policyTypes": ["Ingress"],

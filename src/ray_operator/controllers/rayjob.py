@@ -209,10 +209,8 @@ class RayJobController:
             return
         spec = checked.spec
         own_cluster = spec.clusterSpec is not None
-        if own_cluster:
-            # From here on the job runs on its own Ray as on one it names.
-            spec = on_own_cluster(name, spec)
-        spec = with_cluster_token(spec, self.rays.get(ns, spec.cluster or ""))
+        # From here on a job with clusterSpec runs on its own Ray as on one it names.
+        spec = self._as_run(ns, name, spec)
         mirrored = compute_rayjob_status(previous, data)
         if not is_terminal(mirrored):
             # Not once ended: a shared Ray's changes must not rewrite every finished job.
@@ -581,8 +579,7 @@ class RayJobController:
         # Where the job was sent: the ConfigMap says it even if the spec was edited since.
         spec = checked.spec
         if spec is not None:
-            spec = on_own_cluster(name, spec)
-            spec = with_cluster_token(spec, self.rays.get(ns, spec.cluster or ""))
+            spec = self._as_run(ns, name, spec)
         address = (data or {}).get(KEY_ADDRESS) or (job_address(spec, ns) if spec else "")
         if submission_id and address and (not is_terminal(status) or lost_job_running(status)):
             if data is not None and data.get(KEY_KILL) != "true":
@@ -622,6 +619,11 @@ class RayJobController:
             return True
         pod = self._child("Pod", ns, name)
         return ((pod or {}).get("status") or {}).get("phase") == "Running"
+
+    def _as_run(self, ns: str, name: str, spec: RayJobSpec) -> RayJobSpec:
+        """The spec as it runs: on its own Ray (clusterSpec), with its Ray's token (spec.auth)."""
+        spec = on_own_cluster(name, spec)
+        return with_cluster_token(spec, self.rays.get(ns, spec.cluster or ""))
 
     async def _stop(
         self, address: str, submission_id: str, ns: str, spec: RayJobSpec | None
