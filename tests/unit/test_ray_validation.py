@@ -170,7 +170,8 @@ def test_typos_outside_templates_are_errors_that_list_the_fields() -> None:
     doc["spec"]["worker"]["tempalte"] = doc["spec"]["worker"].pop("template", {})
     found = errors_of(doc)
     assert "spec.worker.replica: 3 is not valid; an unknown field (the fields here are " \
-        "replicas, template); it would be ignored" in found
+        "replicas, template, minReplicas, maxReplicas, scaleStrategy); it would be ignored" \
+        in found
     assert any(e.startswith("spec.worker.tempalte: ") for e in found)
     doc = simple()
     doc["spec"]["workers"] = {}

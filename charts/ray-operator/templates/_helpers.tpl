@@ -120,21 +120,30 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
 # A RayJob's children, watched so that lost ones are recreated and status mirrors at once.
 # ConfigMap: job data and status (patch: spec.kill). update is not used directly, but the
 # runner's Role grants get/update/patch, and a Role may only grant rights its creator holds.
+# delete: an autoscaler's ConfigMap (its code and config) when spec.autoscaling is turned off.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # The runner Pod (delete: one that ended before its job is replaced, up to backoffLimit).
+# patch: on a worker Ray's autoscaler drained, the lowest pod-deletion-cost, so that the
+# ReplicaSet removes exactly that pod (spec.autoscaling).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+# The readiness gate of autoscaled workers: True when one starts, False when Ray drained it.
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 # The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
 # requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
+# An autoscaled Ray's autoscaler may get and patch that one Ray: the same rights as above,
+# so again no bind/escalate. update: drift repaired; delete: spec.autoscaling turned off.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

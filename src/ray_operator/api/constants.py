@@ -18,16 +18,27 @@ LABEL_CLUSTER: Final = f"{GROUP}/cluster"
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_WORKER_GROUP: Final = f"{GROUP}/worker-group"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+# On the pods of a Ray with spec.autoscaling (the operator watches those pods only).
+LABEL_AUTOSCALING: Final = f"{GROUP}/autoscaling"
 # On every child of a RayJob: the RayJob's name.
 LABEL_RAYJOB: Final = f"{GROUP}/rayjob"
 MANAGED_BY: Final = "ray-operator"
 ROLE_HEAD: Final = "head"
 ROLE_WORKER: Final = "worker"
+ROLE_AUTOSCALER: Final = "autoscaler"
 
 # On a Ray: the defaults it was given (builder revision, default templates), fixed at creation.
 ANNOTATION_DEFAULTS: Final = f"{GROUP}/defaults"
 # On children made by the first release, which compared a hash of what it built (no longer read).
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+
+# Autoscaled clusters: Ray's autoscaler writes on the Ray the requests no group can serve
+# (JSON); the operator turns them into a condition and an event.
+ANNOTATION_INFEASIBLE: Final = f"{GROUP}/autoscaler-infeasible"
+# The readiness gate of autoscaled workers: False once Ray drained the pod for removal.
+GATE_IN_SERVICE: Final = f"{GROUP}/in-service"
+# The ReplicaSet controller removes the pods of lowest cost first (among equally ready ones).
+ANNOTATION_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 
 ENV_NODE_IP: Final = "RAY_NODE_IP"
 ENV_HEAD_SERVICE: Final = "RAY_HEAD_SERVICE"
@@ -47,6 +58,8 @@ COND_HEAD_REPLICA_FAILURE: Final = "RayHeadDeploymentReplicaFailure"
 COND_WORKER_AVAILABLE: Final = "RayWorkerDeploymentAvailable"
 COND_WORKER_PROGRESSING: Final = "RayWorkerDeploymentProgressing"
 COND_WORKER_REPLICA_FAILURE: Final = "RayWorkerDeploymentReplicaFailure"
+COND_AUTOSCALER_AVAILABLE: Final = "RayAutoscalerAvailable"
+COND_REQUESTS_FEASIBLE: Final = "RayRequestsFeasible"
 
 # Event reasons.
 REASON_CREATED: Final = "SuccessfullyCreate"
@@ -58,6 +71,11 @@ REASON_FAILED_DELETE: Final = "FailedDelete"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_UNKNOWN_FIELD: Final = "UnknownField"
+REASON_SCALED_UP: Final = "ScaledUp"
+REASON_SCALED_DOWN: Final = "ScaledDown"
+REASON_REPLICAS_CLAMPED: Final = "ReplicasClamped"
+REASON_SCALE_DOWN_HELD: Final = "ScaleDownHeld"
+REASON_INFEASIBLE: Final = "InfeasibleRequest"
 
 # A DNS subdomain (RFC 1123): the names of ServiceAccounts, Secrets and most objects.
 DNS_SUBDOMAIN: Final = re.compile(

@@ -156,14 +156,29 @@ def ray_crd() -> Schema:
         ],
     )
     version = definition["spec"]["versions"][0]
-    head = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["head"]
-    head["x-kubernetes-validations"] = [
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    spec["head"]["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.replicas) || self.replicas <= 1",
             "fieldPath": ".replicas",
             "message": "a Ray cluster has one head: spec.head.replicas is 0 or 1",
-        }
+        },
+        {
+            "rule": "!has(self.minReplicas) && !has(self.maxReplicas) && "
+            "!has(self.scaleStrategy)",
+            "message": "the head is not scaled: minReplicas, maxReplicas and scaleStrategy are "
+            "for worker groups",
+        },
     ]
+    # Not replicas within the bounds: kubectl scale outside them is clamped, not refused.
+    bounds = {
+        "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || "
+        "self.minReplicas <= self.maxReplicas",
+        "fieldPath": ".minReplicas",
+        "message": "minReplicas must be at most maxReplicas",
+    }
+    spec["worker"]["x-kubernetes-validations"] = [bounds]
+    spec["workerGroups"]["items"]["x-kubernetes-validations"] = [bounds]
     return definition
 
 

@@ -65,11 +65,36 @@ class PodTemplate(_Open):
     spec: PodSpec | None = Field(default=None, description="The pod spec.")
 
 
+class ScaleStrategy(_Closed):
+    """Which workers leave when the replica count drops (written by Ray's autoscaler)."""
+
+    workersToDelete: list[str] = Field(  # noqa: N815
+        default_factory=list,
+        description=(
+            "Pods Ray has drained and wants removed; with spec.autoscaling, a scale-down removes "
+            "exactly these pods and no other."
+        ),
+    )
+
+
 class ReplicaSpec(_Closed):
     """How many pods of one role, and what they run."""
 
     replicas: StrictInt | None = Field(default=None, ge=0, description="Number of pods.")
     template: PodTemplate | None = Field(default=None, description="The pod template.")
+    minReplicas: StrictInt | None = Field(  # noqa: N815
+        default=None,
+        ge=0,
+        description="Fewest workers (spec.autoscaling; default 0); not for the head.",
+    )
+    maxReplicas: StrictInt | None = Field(  # noqa: N815
+        default=None,
+        ge=0,
+        description="Most workers (required with spec.autoscaling); not for the head.",
+    )
+    scaleStrategy: ScaleStrategy | None = Field(  # noqa: N815
+        default=None, description="Workers to remove on the next scale-down (autoscaler)."
+    )
 
 
 class WorkerGroup(_Closed):
@@ -91,6 +116,15 @@ class WorkerGroup(_Closed):
             "Custom Ray resources of each node of the group ({name: amount}, passed as ray "
             "start --resources); GPUs and memory come from the Ray container's limits."
         ),
+    )
+    minReplicas: StrictInt | None = Field(  # noqa: N815
+        default=None, ge=0, description="Fewest workers (spec.autoscaling; default 0)."
+    )
+    maxReplicas: StrictInt | None = Field(  # noqa: N815
+        default=None, ge=0, description="Most workers (required with spec.autoscaling)."
+    )
+    scaleStrategy: ScaleStrategy | None = Field(  # noqa: N815
+        default=None, description="Workers to remove on the next scale-down (autoscaler)."
     )
 
 
@@ -155,6 +189,28 @@ class RayNetworkPolicy(_Closed):
     )
 
 
+# Ray's own default: a worker idle this long is drained and removed.
+DEFAULT_IDLE_TIMEOUT_SECONDS = 60
+
+
+class Autoscaling(_Closed):
+    """Ray's autoscaler sizes the worker groups within their minReplicas and maxReplicas."""
+
+    enabled: StrictBool = Field(
+        description=(
+            "true: an autoscaler Deployment {name}-autoscaler (the head's Ray image) runs Ray's "
+            "autoscaler, which sets the worker groups' replicas and names the idle workers to "
+            "remove; the operator removes exactly those."
+        )
+    )
+    idleTimeoutSeconds: StrictInt | None = Field(  # noqa: N815
+        default=None,
+        ge=0,
+        description=f"Seconds a worker stays idle before Ray removes it "
+        f"({DEFAULT_IDLE_TIMEOUT_SECONDS}).",
+    )
+
+
 class RaySpec(_Closed):
     """Desired state of a Ray cluster: one head, N workers."""
 
@@ -179,6 +235,9 @@ class RaySpec(_Closed):
     networkPolicy: RayNetworkPolicy | None = Field(  # noqa: N815
         default=None, description="Who may reach the cluster's pods."
     )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Ray's autoscaler sizes the worker groups."
+    )
 
 
 class ReplicaStatus(BaseModel):
@@ -195,6 +254,32 @@ class GroupStatus(ReplicaStatus):
 
     name: str
     desired: int = 0
+
+
+class AutoscalingGroup(BaseModel):
+    """One worker group as the autoscaler sizes it."""
+
+    name: str  # the Ray node type: worker, or worker-<group>
+    minReplicas: int = 0  # noqa: N815
+    maxReplicas: int = 0  # noqa: N815
+    desired: int = 0
+    current: int = 0
+
+
+class AutoscalingNode(BaseModel):
+    """One pod of an autoscaled cluster, as Ray's autoscaler reads it (its only view of pods)."""
+
+    pod: str
+    type: str  # head, worker or worker-<group>
+    state: str  # pending, running, failed
+    ip: str | None = None
+
+
+class AutoscalingStatus(BaseModel):
+    """What an autoscaled cluster's autoscaler sees, and how far each group is."""
+
+    groups: list[AutoscalingGroup] = Field(default_factory=list)
+    nodes: list[AutoscalingNode] = Field(default_factory=list)
 
 
 class Condition(BaseModel):
@@ -223,6 +308,7 @@ class RayStatus(BaseModel):
     workersReady: str | None = None  # noqa: N815
     health: str | None = None
     workerSelector: str | None = None  # noqa: N815
+    autoscaling: AutoscalingStatus | None = None
 
 
 class RayResource(BaseModel):

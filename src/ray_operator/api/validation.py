@@ -13,8 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ray_operator.api.constants import PORT_GCS
+from ray_operator.api.node_shape import (
+    RAY_HEAD_CONTAINER,
+    RAY_WORKER_CONTAINER,
+    node_shape,
+    ray_start_container,
+)
 from ray_operator.api.pod_fields import FieldTable, unknown_fields
-from ray_operator.api.ray import RayResource, ReplicaSpec
+from ray_operator.api.ray import RayResource, ReplicaSpec, WorkerGroup
 
 # `{name}-worker` must be a DNS-1035 label (it names a Deployment and its pods' hostnames),
 # and `{name}-head` names a Service, which must be one too.
@@ -29,8 +36,14 @@ _QUANTITY = re.compile(
     r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
 )
 # Fields of the resource's own levels (outside pod templates), for "did you mean".
-_OWN_FIELDS = {"spec": ("head", "worker", "suspend"), "head": ("replicas", "template"),
-               "worker": ("replicas", "template")}
+_SCALING = ("replicas", "template", "minReplicas", "maxReplicas", "scaleStrategy")
+_OWN_FIELDS = {
+    "spec": ("head", "worker", "workerGroups", "suspend", "auth", "gcsFaultTolerance",
+             "networkPolicy", "autoscaling"),
+    "head": ("replicas", "template"),
+    "worker": _SCALING,
+    "autoscaling": ("enabled", "idleTimeoutSeconds"),
+}
 
 
 @dataclass(frozen=True)
@@ -63,10 +76,15 @@ class Report:
         return "; ".join(str(p) for p in self.errors)
 
 
-def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Report:
+def validate_ray(
+    obj: dict[str, Any], fields: FieldTable | None = None, in_cluster: bool = False
+) -> Report:
     """Check a ``Ray`` manifest (a dict as read from YAML or the apiserver).
 
     ``fields``: the pod template fields the target apiserver knows (default: the shipped table).
+    ``in_cluster``: the operator's judgement of a ``Ray`` as it stands, where a worker count
+    outside ``[minReplicas, maxReplicas]`` (``kubectl scale``) is clamped and reported, not
+    refused; a manifest with one is refused.
     """
     report = Report()
     name = obj.get("metadata", {}).get("name", "")
@@ -106,11 +124,97 @@ def validate_ray(obj: dict[str, Any], fields: FieldTable | None = None) -> Repor
         _check_peers(resource.spec.networkPolicy.allowFrom, report)
     if resource.spec.gcsFaultTolerance is not None:
         _check_gcs_ft(resource, report)
+    _check_scaling(resource, report, in_cluster)
     return report
 
 
+def worker_groups(resource: RayResource) -> list[tuple[str, ReplicaSpec | WorkerGroup]]:
+    """Every group of workers with the path of its spec: spec.worker, then spec.workerGroups."""
+    groups: list[tuple[str, ReplicaSpec | WorkerGroup]] = [("spec.worker", resource.spec.worker)]
+    groups += [(f"spec.workerGroups[{i}]", g)
+               for i, g in enumerate(resource.spec.workerGroups or [])]
+    return groups
+
+
+def _check_scaling(resource: RayResource, report: Report, in_cluster: bool) -> None:
+    """Replicas within [minReplicas, maxReplicas]; with autoscaling, everything it needs."""
+    head = resource.spec.head
+    for name in ("minReplicas", "maxReplicas", "scaleStrategy"):
+        if head is not None and getattr(head, name) is not None:
+            report.errors.append(Problem(
+                f"spec.head.{name}", getattr(head, name),
+                "nothing: a Ray cluster has one head, which is not scaled (only worker groups "
+                "have minReplicas, maxReplicas and scaleStrategy)"))
+    autoscaling = resource.spec.autoscaling is not None and resource.spec.autoscaling.enabled
+    for path, group in worker_groups(resource):
+        low, high = group.minReplicas, group.maxReplicas
+        if low is not None and high is not None and low > high:
+            report.errors.append(Problem(
+                f"{path}.minReplicas", low, f"at most maxReplicas ({high})"))
+        elif not in_cluster and group.replicas is not None and not (
+            (low is None or group.replicas >= low) and (high is None or group.replicas <= high)
+        ):
+            report.errors.append(Problem(
+                f"{path}.replicas", group.replicas,
+                f"a count within [minReplicas {low or 0}, maxReplicas "
+                f"{'unbounded' if high is None else high}] (in the cluster, a count outside is "
+                "clamped to that range)"))
+        if autoscaling:
+            _check_autoscaled_group(path, group, report)
+    if autoscaling:
+        _check_autoscaled_head(resource, report)
+
+
+def _check_autoscaled_group(path: str, group: ReplicaSpec | WorkerGroup, report: Report) -> None:
+    if group.maxReplicas is None:
+        report.errors.append(Problem(
+            f"{path}.maxReplicas", None,
+            "a number with spec.autoscaling enabled: the most workers of this group Ray's "
+            "autoscaler may start (use replicas, minReplicas and maxReplicas all equal to keep a "
+            "group at a fixed size)"))
+    if group.template is None:
+        shape_known = False
+        where = f"{path}.template"
+    else:
+        raw = group.template.model_dump(exclude_none=True, by_alias=True)
+        shape_known = node_shape(raw).cpu_known
+        names = [c.get("name") for c in raw.get("spec", {}).get("containers") or []]
+        index = names.index(RAY_WORKER_CONTAINER) if RAY_WORKER_CONTAINER in names else 0
+        where = f"{path}.template.spec.containers[{index}].resources.limits.cpu"
+    if not shape_known:
+        report.errors.append(Problem(
+            where, None,
+            "a Ray container with a CPU limit (resources.limits.cpu) or `ray start "
+            "--num-cpus=N`: with spec.autoscaling, Ray's autoscaler must know how many CPUs a "
+            "worker of this group has before one exists"))
+
+
+def _check_autoscaled_head(resource: RayResource, report: Report) -> None:
+    head = resource.spec.head
+    if head is not None and head.replicas == 0:
+        report.errors.append(Problem(
+            "spec.head.replicas", 0,
+            "1 with spec.autoscaling: Ray's autoscaler reads the cluster's demand from the "
+            "head's GCS"))
+    if head is None or head.template is None:
+        return
+    raw = head.template.model_dump(exclude_none=True, by_alias=True)
+    if ray_start_container(raw, RAY_HEAD_CONTAINER) is None:
+        report.errors.append(Problem(
+            "spec.autoscaling", resource.spec.autoscaling.model_dump() if resource.spec.autoscaling
+            else None,
+            "a head whose Ray container runs `ray start` itself (command [ray], args [start, "
+            "...]): the operator adds --no-monitor there (the autoscaler runs in its own pod)"))
+    ports = [p.get("containerPort") for c in raw.get("spec", {}).get("containers", [])
+             for p in c.get("ports") or []]
+    if PORT_GCS not in ports:
+        report.errors.append(Problem(
+            "spec.head.template.spec.containers[].ports", ports,
+            f"a head that exposes the GCS port {PORT_GCS}: the autoscaler reaches the GCS "
+            "through the head Service"))
+
+
 _HOST_PORT = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:(\d{1,5})$")
-RAY_HEAD_CONTAINER = "ray-head"
 
 
 def _check_gcs_ft(resource: RayResource, report: Report) -> None:
@@ -172,22 +276,6 @@ def _check_group(
         elif amount < 0:
             report.errors.append(Problem(
                 f"{path}.rayResources.{resource}", amount, "an amount of at least 0"))
-
-
-# The Ray container of a worker pod (the default templates' name for it).
-RAY_WORKER_CONTAINER = "ray-worker"
-
-
-def ray_start_container(
-    template: dict[str, Any], name: str = RAY_WORKER_CONTAINER
-) -> dict[str, Any] | None:
-    """The container that runs ``ray start`` as its command (``ray``, args ``start ...``)."""
-    containers: list[dict[str, Any]] = (template.get("spec") or {}).get("containers") or []
-    named = [c for c in containers if c.get("name") == name] or containers[:1]
-    for container in named:
-        if container.get("command") == ["ray"] and (container.get("args") or [""])[0] == "start":
-            return container
-    return None
 
 
 def _check_group_names(groups: list[Any], report: Report) -> None:

@@ -15,7 +15,7 @@ import copy
 from typing import Any, Final
 
 from ray_operator.api.constants import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
-from ray_operator.api.validation import RAY_HEAD_CONTAINER
+from ray_operator.api.node_shape import RAY_HEAD_CONTAINER
 from ray_operator.builders.ray_cluster import (
     ENV_REDIS_ADDRESS,
     ENV_REDIS_PASSWORD,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from ray_operator.api.constants import (
     API_VERSION,
     ENV_HEAD_SERVICE,
     ENV_NODE_IP,
+    GATE_IN_SERVICE,
+    LABEL_AUTOSCALING,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
     LABEL_RAYJOB,
@@ -18,21 +20,34 @@ from ray_operator.api.constants import (
     LABEL_WORKER_GROUP,
     MANAGED_BY,
     PORT_DASHBOARD,
+    ROLE_AUTOSCALER,
     ROLE_HEAD,
     ROLE_WORKER,
 )
+from ray_operator.api.node_shape import RAY_HEAD_CONTAINER as HEAD_CONTAINER
+from ray_operator.api.node_shape import RAY_WORKER_CONTAINER, ray_start_container
 from ray_operator.api.pod_fields import without_fields
+from ray_operator.api.quantity import quantity
 from ray_operator.api.ray import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
     GcsFaultTolerance,
     RayNetworkPolicy,
     RayResource,
     ReplicaSpec,
     WorkerGroup,
 )
-from ray_operator.api.validation import RAY_HEAD_CONTAINER as HEAD_CONTAINER
-from ray_operator.api.validation import RAY_WORKER_CONTAINER, ray_start_container
+from ray_operator.builders.autoscaling import (
+    AUTOSCALING_ENV_NAMES,
+    ScaledGroup,
+    autoscaled_template,
+    autoscaler_name,
+    autoscaler_pod_template,
+    autoscaling_config,
+    autoscaling_env,
+    build_autoscaler_configmap,
+    build_autoscaler_rbac,
+)
 from ray_operator.builders.defaults import WAIT_FOR_GCS_FROM, Defaults
-from ray_operator.builders.drift import quantity
 from ray_operator.builders.gcs_wait import WAIT_CONTAINER, with_gcs_wait
 
 Obj = dict[str, Any]
@@ -55,10 +70,17 @@ OPERATOR_POD_LABELS: Final = {"app.kubernetes.io/name": "ray-operator"}
 
 @dataclass(frozen=True)
 class RoleSpec:
-    """Desired pods of one role, defaults applied and unknown fields dropped."""
+    """Desired pods of one role, defaults applied and unknown fields dropped.
+
+    ``replicas`` is the count to run: the spec's, kept within ``[minimum, maximum]``.
+    """
 
     replicas: int
     template: Obj
+    minimum: int = 0
+    maximum: int | None = None
+    requested: int | None = None  # the spec's count when it lies outside the bounds
+    to_delete: tuple[str, ...] = ()  # scaleStrategy.workersToDelete
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class ClusterPlan:
     # Where the operator runs (admitted to the job API to stop jobs); None: not in a cluster.
     operator_namespace: str | None = None
     groups: tuple[GroupPlan, ...] = ()
+    # spec.autoscaling: seconds an idle worker stays; None: not autoscaled.
+    autoscaling_idle: int | None = None
 
 
 def head_name(cluster: str) -> str:
@@ -148,17 +172,24 @@ def plan_cluster(
     meta = resource.metadata
     spec = resource.spec
     drop = unknown_fields or []
+    autoscaled = spec.autoscaling is not None and spec.autoscaling.enabled
     head = _role(spec.head, 1, defaults, ROLE_HEAD, drop)
-    worker = _role(spec.worker, 1, defaults, ROLE_WORKER, drop)
+    worker = _bounded(spec.worker, _role(spec.worker, 1, defaults, ROLE_WORKER, drop), autoscaled)
+    if autoscaled:  # Ray's autoscaler reads a node's GPUs and memory from its flags
+        worker = replace(worker, template=with_ray_resources(worker.template, {}))
     suspended = bool(spec.suspend)
     groups = tuple(
-        GroupPlan(g.name, _group_pods(g, defaults, drop, index))
+        GroupPlan(g.name, _bounded(g, _group_pods(g, defaults, drop, index), autoscaled))
         for index, g in enumerate(spec.workerGroups or [])
     )
     if suspended:
         # The templates stay as they are: resuming brings back the very same pods.
-        head, worker = RoleSpec(0, head.template), RoleSpec(0, worker.template)
-        groups = tuple(GroupPlan(g.name, RoleSpec(0, g.pods.template)) for g in groups)
+        head, worker = replace(head, replicas=0), replace(worker, replicas=0)
+        groups = tuple(GroupPlan(g.name, replace(g.pods, replicas=0)) for g in groups)
+    idle = None
+    if autoscaled and spec.autoscaling is not None:
+        idle = spec.autoscaling.idleTimeoutSeconds
+        idle = DEFAULT_IDLE_TIMEOUT_SECONDS if idle is None else idle
     return ClusterPlan(
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
@@ -173,7 +204,23 @@ def plan_cluster(
         operator_namespace=operator_namespace,
         groups=groups,
         gcs_ft=spec.gcsFaultTolerance,
+        autoscaling_idle=idle,
     )
+
+
+def _bounded(given: ReplicaSpec | WorkerGroup, pods: RoleSpec, autoscaled: bool) -> RoleSpec:
+    """A worker group's count kept within its bounds (autoscaled, it starts at its minimum)."""
+    low = given.minReplicas or 0
+    high = given.maxReplicas
+    asked = given.replicas
+    if asked is None and autoscaled:
+        asked = low
+    asked = pods.replicas if asked is None else asked
+    count = max(asked, low)
+    count = count if high is None else min(count, high)
+    to_delete = tuple(given.scaleStrategy.workersToDelete) if given.scaleStrategy else ()
+    return RoleSpec(count, pods.template, low, high, asked if asked != count else None,
+                    to_delete)
 
 
 def _group_pods(group: WorkerGroup, defaults: Defaults, drop: list[str], index: int) -> RoleSpec:
@@ -338,7 +385,8 @@ def _with_env(template: Obj, env: list[Obj]) -> Obj:
     return template
 
 
-# What spec.auth and spec.gcsFaultTolerance put in the pods, and take out again.
+# What spec.auth, spec.gcsFaultTolerance and spec.autoscaling put in the pods, and take out
+# again.
 _OPTIONAL_ENV: Final = frozenset(
     {
         ENV_AUTH_MODE,
@@ -347,6 +395,7 @@ _OPTIONAL_ENV: Final = frozenset(
         ENV_REDIS_PASSWORD,
         ENV_STORAGE_NAMESPACE,
         ENV_GCS_RECONNECT,
+        *AUTOSCALING_ENV_NAMES,
     }
 )
 
@@ -374,7 +423,18 @@ def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
     for key in template:
         want, have = want.get(key) or {}, have.get(key) or {}
     stale = _optional_env_names(have) - _optional_env_names(want)
-    return [f"spec.template.spec.containers[{c}].env[{name}]" for c, name in sorted(stale)]
+    found = [f"spec.template.spec.containers[{c}].env[{name}]" for c, name in sorted(stale)]
+    # The autoscaled pods' gate and label: a pod whose gate nobody sets is never ready.
+    gates = {g.get("conditionType") for g in (have.get("spec") or {}).get("readinessGates") or []}
+    wanted = {g.get("conditionType") for g in (want.get("spec") or {}).get("readinessGates") or []}
+    if GATE_IN_SERVICE in gates - wanted:
+        found.append(f"spec.template.spec.readinessGates[{GATE_IN_SERVICE}]")
+    labels = (have.get("metadata") or {}).get("labels") or {}
+    if LABEL_AUTOSCALING in labels and LABEL_AUTOSCALING not in (
+        (want.get("metadata") or {}).get("labels") or {}
+    ):
+        found.append(f"spec.template.metadata.labels[{LABEL_AUTOSCALING}]")
+    return found
 
 
 def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[Obj]) -> Obj:
@@ -385,6 +445,14 @@ def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[O
         template = _with_env(template, _gcs_ft_env(plan, role))
         if role == ROLE_HEAD and plan.gcs_ft.redisPasswordSecret is not None:
             template = _with_redis_password(template)
+    if plan.autoscaling_idle is not None:
+        # The role label is the group's Ray node type: head, worker, worker-<group>.
+        template = _with_env(template, autoscaling_env(role))
+        template = autoscaled_template(template, role, head=role == ROLE_HEAD)
+        if role == ROLE_HEAD:
+            container = ray_start_container(template, HEAD_CONTAINER)
+            if container is not None:
+                _add_start_flags(container, ["--no-monitor"])
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**metadata.get("labels", {}), **_labels(plan, role)}
     return template
@@ -565,15 +633,68 @@ def with_token_secret(children: list[Obj], secret_uid: str) -> list[Obj]:
     return marked
 
 
-def build_children(plan: ClusterPlan) -> list[Obj]:
-    """Every child, in the order they are created (the Secret before the pods that read it)."""
+def scaled_groups(plan: ClusterPlan) -> list[ScaledGroup]:
+    """The worker groups Ray's autoscaler sizes, with their templates as built."""
+    worker = build_worker_deployment(plan)
+    found = [ScaledGroup(ROLE_WORKER, worker_name(plan.name), plan.worker.minimum,
+                         _maximum(plan.worker), worker["spec"]["template"])]
+    for group in plan.groups:
+        built = build_group_deployment(plan, group)
+        found.append(ScaledGroup(group_role(group.name), group_name(plan.name, group.name),
+                                 group.pods.minimum, _maximum(group.pods),
+                                 built["spec"]["template"]))
+    return found
+
+
+def _maximum(pods: RoleSpec) -> int:
+    return pods.maximum if pods.maximum is not None else pods.replicas
+
+
+def build_autoscaler_children(plan: ClusterPlan, code: str) -> list[Obj]:
+    """Ray's autoscaler: config and code, identity and rights, and its Deployment."""
+    assert plan.autoscaling_idle is not None
+    head = build_head_deployment(plan)["spec"]["template"]
+    config = autoscaling_config(plan.name, plan.namespace, plan.autoscaling_idle, head,
+                                scaled_groups(plan))
+    meta = _optional_child_metadata(plan, autoscaler_name(plan.name))
+    labels = _labels(plan, ROLE_AUTOSCALER)
+    env = _auth_env(plan) if plan.auth else []
+    template = autoscaler_pod_template(plan.name, plan.head.template, labels, env)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**meta, "labels": labels},
+        "spec": {
+            "replicas": 0 if plan.suspended else 1,
+            "selector": {"matchLabels": selector_labels(plan.name, ROLE_AUTOSCALER)},
+            # Never two autoscalers at once: the old one is gone before the new one starts.
+            "strategy": {"type": "Recreate"},
+            "template": template,
+        },
+    }
+    return [
+        build_autoscaler_configmap(plan.name, plan.namespace, config, code, meta),
+        *build_autoscaler_rbac(plan.name, plan.namespace, meta),
+        deployment,
+    ]
+
+
+def build_children(plan: ClusterPlan, autoscaler_code: str = "") -> list[Obj]:
+    """Every child, in the order they are created (the Secret before the pods that read it).
+
+    ``autoscaler_code``: the node provider Ray's autoscaler runs (``spec.autoscaling``).
+    """
     children = [build_auth_secret(plan)] if plan.auth else []
     if plan.network_policy is not None:
         children.append(build_network_policy(plan))
+    scaling = []
+    if plan.autoscaling_idle is not None:
+        scaling = build_autoscaler_children(plan, autoscaler_code)
     return [
         *children,
         build_head_service(plan),
         build_head_deployment(plan),
         build_worker_deployment(plan),
         *(build_group_deployment(plan, group) for group in plan.groups),
+        *scaling,
     ]

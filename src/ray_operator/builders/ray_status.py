@@ -6,13 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_operator.api.constants import (
+    COND_AUTOSCALER_AVAILABLE,
     COND_HEAD_AVAILABLE,
     COND_HEAD_PROGRESSING,
     COND_HEAD_REPLICA_FAILURE,
     COND_HEALTH,
+    COND_REQUESTS_FEASIBLE,
     COND_WORKER_AVAILABLE,
     COND_WORKER_PROGRESSING,
     COND_WORKER_REPLICA_FAILURE,
+    REASON_INFEASIBLE,
     REASON_SUSPENDED,
 )
 
@@ -47,6 +50,13 @@ class Observed:
     suspended: bool = False  # spec.suspend is true
     # spec.workerGroups: (name, desired pods, its Deployment as seen).
     groups: tuple[tuple[str, int, Obj | None], ...] = ()
+    # spec.autoscaling: the fewest workers of each group ("" for spec.worker) Health waits for
+    # (a scale-up in progress is no loss of health), the autoscaler's Deployment, what it
+    # reads (status.autoscaling) and the requests it cannot serve, in words.
+    floors: dict[str, int] | None = None
+    autoscaler: Obj | None = None
+    autoscaling: Obj | None = None
+    infeasible: str | None = None
 
 
 def group_condition(group: str) -> str:
@@ -83,6 +93,13 @@ def _settled(deployment: Obj | None, desired: int) -> bool:
         and counts["availableReplicas"] >= desired
         and counts["replicas"] == desired
     )
+
+
+def _enough(deployment: Obj | None, desired: int, floor: int | None) -> bool:
+    """Settled; for an autoscaled group, at least its fewest workers available."""
+    if floor is None:
+        return _settled(deployment, desired)
+    return deployment is not None and replica_counts(deployment)["availableReplicas"] >= floor
 
 
 def _failure(deployment: Obj | None) -> str | None:
@@ -149,11 +166,18 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
                 now,
             )
         )
+    floors = observed.floors
+    if floors is not None:
+        conditions.extend(_autoscaling_conditions(prev_conds, observed, now))
     head_ok = _settled(observed.head, observed.head_desired)
-    worker_ok = _settled(observed.worker, observed.worker_desired)
+    worker_ok = _enough(observed.worker, observed.worker_desired,
+                        None if floors is None else floors.get("", 0))
     groups_waiting = [
-        g for g, desired, deployment in observed.groups if not _settled(deployment, desired)
+        g for g, desired, deployment in observed.groups
+        if not _enough(deployment, desired, None if floors is None else floors.get(g, 0))
     ]
+    if floors is not None and not observed.suspended and not _settled(observed.autoscaler, 1):
+        groups_waiting.append("the autoscaler")
     failure = (
         observed.error
         or _failure(observed.head)
@@ -185,7 +209,7 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
         )
     else:
         waiting = [role for role, ok in (("head", head_ok), ("workers", worker_ok)) if not ok]
-        waiting += [f"worker group {g!r}" for g in groups_waiting]
+        waiting += [g if g == "the autoscaler" else f"worker group {g!r}" for g in groups_waiting]
         health = _merge(
             prev_conds,
             COND_HEALTH,
@@ -220,7 +244,31 @@ def compute_status(previous: Obj | None, observed: Observed, now: str) -> Obj:
         status["workerGroups"] = groups
     elif previous.get("workerGroups"):
         status["workerGroups"] = None  # a merge patch removes a key only when told so
+    if observed.autoscaling is not None:
+        status["autoscaling"] = observed.autoscaling
+    elif previous.get("autoscaling"):
+        status["autoscaling"] = None
     return status
+
+
+def _autoscaling_conditions(prev_conds: dict[str, Obj], observed: Observed, now: str) -> list[Obj]:
+    """Whether the autoscaler runs, and whether Ray asks for what no group can give."""
+    src = _group_available(observed.autoscaler)
+    available = _merge(
+        prev_conds,
+        COND_AUTOSCALER_AVAILABLE,
+        src.get("status", "Unknown") if src else "Unknown",
+        src.get("reason") if src else None,
+        src.get("message") if src else None,
+        now,
+    )
+    if observed.infeasible:
+        feasible = _merge(prev_conds, COND_REQUESTS_FEASIBLE, "False", REASON_INFEASIBLE,
+                          observed.infeasible, now)
+    else:
+        feasible = _merge(prev_conds, COND_REQUESTS_FEASIBLE, "True", "Feasible",
+                          "every request Ray's autoscaler sees fits a worker group", now)
+    return [available, feasible]
 
 
 def status_changed(previous: Obj | None, new: Obj) -> bool:

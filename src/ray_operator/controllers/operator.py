@@ -12,20 +12,25 @@ import socket
 import httpx
 
 from ray_operator import __version__
-from ray_operator.api.constants import LABEL_RAYJOB
+from ray_operator.api.constants import LABEL_AUTOSCALING, LABEL_MANAGED_BY, LABEL_RAYJOB, MANAGED_BY
 from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
 from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
 from ray_operator.controllers.raypipeline import PipelineController
 from ray_operator.kube import (
+    CONFIGMAP,
     DEPLOYMENT,
     JOB,
     NETWORK_POLICY,
+    POD,
     RAY,
     RAYJOB,
     RAYPIPELINE,
+    ROLE,
+    ROLE_BINDING,
     SECRET,
     SERVICE,
+    SERVICE_ACCOUNT,
     Kube,
     KubeError,
 )
@@ -34,6 +39,7 @@ from ray_operator.runtime.manager import LeaseOptions, Manager
 from ray_operator.settings import Settings
 
 log = logging.getLogger(__name__)
+AUTOSCALED_PODS = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_AUTOSCALING}=true"
 
 
 async def read_field_table(kube: Kube) -> FieldTable | None:
@@ -78,12 +84,18 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
             settings,
             events,
             rays,
-            manager.informer(DEPLOYMENT, CHILD_SELECTOR),
-            manager.informer(SERVICE, CHILD_SELECTOR),
-            manager.informer(SECRET, CHILD_SELECTOR, metadata_only=True),
-            manager.informer(NETWORK_POLICY, CHILD_SELECTOR),
-            manager.informer(JOB, CHILD_SELECTOR),
-            fields,
+            deployments=manager.informer(DEPLOYMENT, CHILD_SELECTOR),
+            services=manager.informer(SERVICE, CHILD_SELECTOR),
+            secrets=manager.informer(SECRET, CHILD_SELECTOR, metadata_only=True),
+            network_policies=manager.informer(NETWORK_POLICY, CHILD_SELECTOR),
+            jobs=manager.informer(JOB, CHILD_SELECTOR),
+            configmaps=manager.informer(CONFIGMAP, CHILD_SELECTOR),
+            service_accounts=manager.informer(SERVICE_ACCOUNT, CHILD_SELECTOR),
+            roles=manager.informer(ROLE, CHILD_SELECTOR),
+            role_bindings=manager.informer(ROLE_BINDING, CHILD_SELECTOR),
+            # The pods of autoscaled clusters only: memory follows them, not every Ray pod.
+            pods=manager.informer(POD, AUTOSCALED_PODS),
+            fields=fields,
         )
     )
     children = {name: manager.informer(kind, LABEL_RAYJOB) for name, kind in CHILD_KINDS.items()}

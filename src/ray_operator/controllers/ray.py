@@ -35,6 +35,8 @@ from ray_operator.api.constants import (
 from ray_operator.api.pod_fields import FieldTable
 from ray_operator.api.ray import RayResource
 from ray_operator.api.validation import Report, validate_ray
+from ray_operator.autoscaling import provider_code
+from ray_operator.builders.autoscaling import CONFIG_KEY, autoscaler_name
 from ray_operator.builders.default_templates import HEAD_CONTAINER, WORKER_CONTAINER
 from ray_operator.builders.defaults import (
     Defaults,
@@ -63,12 +65,17 @@ from ray_operator.builders.ray_cluster import (
 )
 from ray_operator.builders.ray_status import Observed, compute_status, status_changed
 from ray_operator.controllers.gcs_cleanup import RedisCleanup
+from ray_operator.controllers.ray_autoscaling import Autoscaling, groups_of
 from ray_operator.kube import (
+    CONFIGMAP,
     DEPLOYMENT,
     NETWORK_POLICY,
     RAY,
+    ROLE,
+    ROLE_BINDING,
     SECRET,
     SERVICE,
+    SERVICE_ACCOUNT,
     Kind,
     Kube,
     KubeError,
@@ -91,9 +98,26 @@ _KINDS: Final[dict[str, Kind]] = {
     "Service": SERVICE,
     "Secret": SECRET,
     "NetworkPolicy": NETWORK_POLICY,
+    "ConfigMap": CONFIGMAP,
+    "ServiceAccount": SERVICE_ACCOUNT,
+    "Role": ROLE,
+    "RoleBinding": ROLE_BINDING,
 }
-# Children that exist only while the spec asks for them (spec.auth, spec.networkPolicy).
-_OPTIONAL: Final = (("Secret", auth_secret_name), ("NetworkPolicy", network_policy_name))
+# Children that exist only while the spec asks for them (spec.auth, spec.networkPolicy,
+# spec.autoscaling).
+_OPTIONAL: Final = (
+    ("Secret", auth_secret_name),
+    ("NetworkPolicy", network_policy_name),
+    ("Deployment", autoscaler_name),
+    ("ConfigMap", autoscaler_name),
+    ("RoleBinding", autoscaler_name),
+    ("Role", autoscaler_name),
+    ("ServiceAccount", autoscaler_name),
+)
+# Written before the pods that need them: the token Secret (its uid goes on the templates),
+# the NetworkPolicy (no pod runs before it: closed, never open), the autoscaler's identity.
+_FIRST: Final = frozenset({"Secret", "NetworkPolicy", "ConfigMap", "ServiceAccount", "Role",
+                           "RoleBinding"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,12 @@ class RayController:
     network_policies: Informer
     # The Jobs that remove a deleted Ray's GCS keys from Redis.
     jobs: Informer
+    # spec.autoscaling: the autoscaler's ConfigMap, identity and rights, and the cluster's pods.
+    configmaps: Informer
+    service_accounts: Informer
+    roles: Informer
+    role_bindings: Informer
+    pods: Informer
     # The pod template fields the apiserver knows (read at start; None: the shipped table).
     fields: FieldTable | None = None
     # Seconds between two status writes of one cluster (bursts of child events are merged).
@@ -139,6 +169,7 @@ class RayController:
     name: str = "ray"
     queue: WorkQueue = field(init=False)
     redis: RedisCleanup = field(init=False)
+    autoscaling: Autoscaling = field(init=False)
     last_status_write: dict[Key, float] = field(default_factory=dict)
     creating: set[Key] = field(default_factory=set)
     held_status: dict[Key, float] = field(default_factory=dict)
@@ -153,10 +184,13 @@ class RayController:
         self.queue = WorkQueue(self.name, self._reconcile_key)
         self.rays.subscribe(self._on_ray)
         for children in (
-            self.deployments, self.services, self.secrets, self.network_policies, self.jobs
+            self.deployments, self.services, self.secrets, self.network_policies, self.jobs,
+            self.configmaps, self.service_accounts, self.roles, self.role_bindings,
         ):
             children.subscribe(self._on_child)
+        self.pods.subscribe(self._on_pod)
         self.redis = RedisCleanup(self.kube, self.events, self.rays, self.deployments, self.jobs)
+        self.autoscaling = Autoscaling(self.kube, self.events, self.pods, self.deployments)
 
     # --- watch feed -------------------------------------------------------------------------
     def _on_ray(self, event_type: str, body: Obj, _: Obj | None) -> None:
@@ -192,6 +226,11 @@ class RayController:
             else:
                 names.add(meta["name"])
         if self.rays.get(*key) is not None and not self._held(key):
+            self.queue.add(key)
+
+    def _on_pod(self, event_type: str, body: Obj, __: Obj | None) -> None:
+        key = self.autoscaling.on_pod(event_type, body)
+        if key is not None and self.rays.get(*key) is not None and not self._held(key):
             self.queue.add(key)
 
     def resync(self) -> None:
@@ -264,16 +303,26 @@ class RayController:
             )
         head_desired, worker_desired = _written_replicas(body)
         plan = validated.plan
+        counts: dict[str, int] = {}
         if not report.ok:
             failure = ChildFailure(REASON_INVALID_SPEC, report.message())
         elif plan is not None and failure is None:
             head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
-            # First what the pods depend on: the token Secret (its uid goes on the pod templates)
-            # and the NetworkPolicy (no pod runs before it: closed, never open).
-            first = [d for d in validated.children if d["kind"] in ("Secret", "NetworkPolicy")]
-            rest = [d for d in validated.children if d not in first]
+            children = validated.children
+            before: dict[str, int | None] = {}
+            if plan.autoscaling_idle is not None:
+                problem = await self.autoscaling.tend(plan)
+                if problem is not None:
+                    failure = ChildFailure(REASON_FAILED_UPDATE, problem)
+                counts = self.autoscaling.counts(body, plan)
+                children = _with_counts(children, counts)
+                before = {name: _replicas(self.deployments.get(meta["namespace"], name))
+                          for name in counts}
+                worker_desired = counts.get(worker_name(meta["name"]), worker_desired)
+            first = [d for d in children if d["kind"] in _FIRST]
+            rest = [d for d in children if d not in first]
             results = await asyncio.gather(*(self._ensure(body, d) for d in first))
-            failure = next((r for r in results if r), None)
+            failure = next((r for r in results if r), None) or failure
             if failure is None:
                 if plan.auth:
                     secret = self.secrets.get(meta["namespace"], auth_secret_name(meta["name"]))
@@ -282,19 +331,27 @@ class RayController:
                 # The rest do not depend on each other: written side by side.
                 results = await asyncio.gather(*(self._ensure(body, d) for d in rest))
                 failure = next((r for r in results if r), None)
-            failure = await self._remove_unasked(body, validated.children) or failure
+                if failure is None and counts:
+                    self.autoscaling.report_scaling(body, plan, before, counts)
+            failure = await self._remove_unasked(body, children) or failure
             body = await self.redis.keep_finalizer(body, plan.gcs_ft is not None)
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
         self._children_written(key)
         suspended = plan is not None and plan.suspended
         if plan is not None:
-            groups = tuple((g.name, g.pods.replicas) for g in plan.groups)
+            groups = tuple(
+                (g.name, counts.get(group_name(meta["name"], g.name), g.pods.replicas))
+                if plan.autoscaling_idle is not None else (g.name, g.pods.replicas)
+                for g in plan.groups
+            )
         else:  # an invalid spec: the groups as last shown, still counted
             shown = (body.get("status") or {}).get("workerGroups") or []
             groups = tuple((str(g.get("name")), int(g.get("desired") or 0)) for g in shown)
+        scaling = self._scaling_status(body, plan, counts) if plan is not None else None
         in_sync = await self._write_status(
-            body, key, generation, head_desired, worker_desired, failure, suspended, groups
+            body, key, generation, head_desired, worker_desired, failure, suspended, groups,
+            scaling,
         )
         if in_sync and failure is None and self._versions(body, key) == versions:
             self.settled[key] = versions
@@ -312,7 +369,7 @@ class RayController:
         same_spec = cached is not None and cached[:2] == (uid, generation)
         report = cached[3].report if cached is not None and same_spec else None
         if report is None:
-            report = validate_ray(body, self.fields)
+            report = validate_ray(body, self.fields, in_cluster=True)
         if not report.ok or report.resource is None:
             validated = Validated(report, None, [])
             self.plans[key] = (uid, generation, "", validated)
@@ -330,7 +387,7 @@ class RayController:
             report.unknown_fields,
             self.settings.operator_namespace,
         )
-        validated = Validated(report, plan, build_children(plan))
+        validated = Validated(report, plan, build_children(plan, provider_code()))
         self.plans[key] = (uid, generation, recorded, validated)
         return validated, None
 
@@ -369,11 +426,16 @@ class RayController:
             self.secrets.get(ns, auth_secret_name(name)),
             self.network_policies.get(ns, network_policy_name(name)),
             *(self.deployments.get(ns, group_name(name, g)) for g in _group_names(ray)),
+            self.deployments.get(ns, autoscaler_name(name)),
+            self.configmaps.get(ns, autoscaler_name(name)),
+            self.service_accounts.get(ns, autoscaler_name(name)),
+            self.roles.get(ns, autoscaler_name(name)),
+            self.role_bindings.get(ns, autoscaler_name(name)),
         )
         return tuple(
             str((obj or {}).get("metadata", {}).get("resourceVersion", ""))
             for obj in (ray, *children)
-        )
+        ) + self.autoscaling.versions(key)
 
     def _current(self, roles: list[str]) -> Defaults:
         full = current_defaults(self.settings.ray_image, self.settings.default_templates)
@@ -398,8 +460,12 @@ class RayController:
         failure: ChildFailure | None,
         suspended: bool = False,
         groups: tuple[tuple[str, int], ...] = (),
+        scaling: Observed | None = None,
     ) -> bool:
-        """Write the status if it changed; True when what is written is already true."""
+        """Write the status if it changed; True when what is written is already true.
+
+        ``scaling``: what an autoscaled cluster adds (floors, autoscaler, what it reads).
+        """
         ns, name = key
         observed = Observed(
             generation=generation,
@@ -414,6 +480,10 @@ class RayController:
             groups=tuple(
                 (g, desired, self.deployments.get(ns, group_name(name, g))) for g, desired in groups
             ),
+            floors=scaling.floors if scaling else None,
+            autoscaler=scaling.autoscaler if scaling else None,
+            autoscaling=scaling.autoscaling if scaling else None,
+            infeasible=scaling.infeasible if scaling else None,
         )
         previous = body.get("status") or {}
         now = now_rfc3339()
@@ -440,12 +510,35 @@ class RayController:
         self.rays.remember(updated)
         return False
 
+    def _scaling_status(
+        self, body: Obj, plan: ClusterPlan, counts: dict[str, int]
+    ) -> Observed | None:
+        """What an autoscaled cluster shows beyond the others (None: not autoscaled)."""
+        if plan.autoscaling_idle is None:
+            return None
+        floors = {
+            ("" if g.deployment == worker_name(plan.name) else g.node_type.removeprefix(
+                "worker-")): g.pods.minimum
+            for g in groups_of(plan)
+        }
+        return Observed(
+            generation=None, head_desired=0, worker_desired=0, head=None, worker=None,
+            floors=floors,
+            autoscaler=self.deployments.get(plan.namespace, autoscaler_name(plan.name)),
+            autoscaling=self.autoscaling.status(plan, counts),
+            infeasible=self.autoscaling.report_infeasible(body),
+        )
+
     def _cache(self, kind: str) -> Informer:
         return {
             "Deployment": self.deployments,
             "Service": self.services,
             "Secret": self.secrets,
             "NetworkPolicy": self.network_policies,
+            "ConfigMap": self.configmaps,
+            "ServiceAccount": self.service_accounts,
+            "Role": self.roles,
+            "RoleBinding": self.role_bindings,
         }[kind]
 
     async def _remove_unasked(self, owner: Obj, desired: list[Obj]) -> ChildFailure | None:
@@ -514,7 +607,7 @@ class RayController:
             )
         if desired["kind"] == "Secret":
             return None  # the token is written once, at creation, and never read back
-        drift = differences(desired, existing) + setting_leftovers(desired, existing)
+        drift = differences(_compared(desired), existing) + setting_leftovers(desired, existing)
         if not drift:
             return None
         try:
@@ -531,6 +624,32 @@ class RayController:
             owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
         )
         return None
+
+
+def _compared(desired: Obj) -> Obj:
+    """What of a child is compared with what exists.
+
+    The autoscaler's code is written with its config, never alone: an operator upgrade that
+    ships new code leaves running clusters as they are.
+    """
+    if desired["kind"] != "ConfigMap":
+        return desired
+    return {**desired, "data": {CONFIG_KEY: desired["data"][CONFIG_KEY]}}
+
+
+def _with_counts(children: list[Obj], counts: dict[str, int]) -> list[Obj]:
+    """The Deployments of autoscaled groups at the counts they may take now (copies)."""
+    found = []
+    for child in children:
+        name = child["metadata"]["name"]
+        if child["kind"] == "Deployment" and name in counts:
+            child = {**child, "spec": {**child["spec"], "replicas": counts[name]}}
+        found.append(child)
+    return found
+
+
+def _replicas(deployment: Obj | None) -> int | None:
+    return None if deployment is None else int(deployment["spec"].get("replicas", 0))
 
 
 def _group_names(ray: Obj) -> list[str]:

@@ -14,6 +14,14 @@ Two modes:
   ``emptyDir``, ``hostPath`` and ``persistentVolumeClaim`` (bound to a ``hostPath`` or ``local``
   PersistentVolume) are bind-mounted at each ``volumeMount`` (``subPath``, ``readOnly``) in the
   container's mount namespace; until a claim is bound the pod waits in ``ContainerCreating``.
+  ``configMap`` volumes are directories of the ConfigMap's keys, rewritten when it changes. With
+  a control plane given, a pod's ServiceAccount token (the projected volume the ServiceAccount
+  admission plugin adds) is requested for the pod and kept fresh, and the apiserver is reachable
+  as ``KUBERNETES_SERVICE_HOST`` through a relay (see :mod:`api_relay`).
+
+As a kubelet does, the runner reports a pod ``Pending`` until its init containers succeeded, and
+``Ready`` only when its containers are ready and every readiness gate's condition is True; it
+writes status as strategic merge patches, so conditions others own (a readiness gate's) stay.
 """
 
 from __future__ import annotations
@@ -50,12 +58,15 @@ from ray_operator.kube import (
     Kube,
     KubeError,
 )
+from ray_operator.localkube.api_relay import API_HOST, ApiRelay
+from ray_operator.localkube.control_plane import LocalControlPlane
 from ray_operator.localkube.pod_env import (
     container_argv,
     container_env,
     non_root_problem,
 )
 from ray_operator.localkube.pod_network import PodNetwork
+from ray_operator.localkube.service_account import TokenDirectory
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -89,6 +100,10 @@ class LocalPod:
     initialized: bool = True  # every init container has succeeded
     task: asyncio.Task[None] | None = None
     volumes: dict[str, Path] = field(default_factory=dict)  # volume name -> directory here
+    pod: Obj = field(default_factory=dict)  # the pod as last seen (readiness gates' conditions)
+    token: TokenDirectory | None = None  # its ServiceAccount token, when a control plane is given
+    # configMap volumes: directory -> (ConfigMap name, items), rewritten when the data changes.
+    config_maps: dict[Path, tuple[str, list[Obj] | None]] = field(default_factory=dict)
 
 
 class PodRunner:
@@ -101,8 +116,12 @@ class PodRunner:
         run_containers: bool = False,
         label_selector: str = LABEL_CLUSTER,
         workdir: Path | None = None,
+        control_plane: LocalControlPlane | None = None,
     ) -> None:
         self.kube = kube
+        # Given: pods get their ServiceAccount's token and reach the apiserver (process mode).
+        self.control_plane = control_plane
+        self.relay: ApiRelay | None = None
         self.namespace = namespace
         self.run_containers = run_containers
         self.label_selector = label_selector
@@ -122,6 +141,9 @@ class PodRunner:
         await self._register_node()
         if self.network is not None:
             await asyncio.to_thread(self.network.up)
+            if self.control_plane is not None and self.network.subnet is not None:
+                gateway = str(self.network.subnet[1])
+                self.relay = await ApiRelay(self.control_plane.api_port).start(gateway)
         self._tasks.append(asyncio.create_task(self._watch_forever()))
         if self.run_containers:
             self._tasks.append(asyncio.create_task(self._refresh_hosts_forever()))
@@ -137,6 +159,8 @@ class PodRunner:
         self._tasks.clear()
         for key in list(self.pods):
             await self._end_pod(key)
+        if self.relay is not None:
+            await self.relay.stop()
         if self.network is not None:
             await asyncio.to_thread(self.network.down)
 
@@ -206,8 +230,15 @@ class PodRunner:
         if known is not None and known.uid != meta["uid"]:
             await self._end_pod(key)
             known = None
+        if known is not None:
+            known.pod = pod
+            if not self.run_containers and known.ip and known.ready != _gates_pass(pod):
+                # A readiness gate changed: Ready follows it, as a kubelet's status sync does.
+                known.ready = not known.ready
+                with contextlib.suppress(KubeError):
+                    await self._write_status(known, pod, ready=known.ready)
         if known is None and pod.get("status", {}).get("phase") in (None, "Pending"):
-            local = LocalPod(key=key, uid=meta["uid"], ip="")
+            local = LocalPod(key=key, uid=meta["uid"], ip="", pod=pod)
             self.pods[key] = local
             local.task = asyncio.create_task(self._run_pod(local, pod))
 
@@ -223,7 +254,8 @@ class PodRunner:
                 return
             if not self.run_containers:
                 local.ip = next(self._addresses)
-                await self._write_status(local, pod, ready=True)
+                local.ready = _gates_pass(pod)
+                await self._write_status(local, pod, ready=local.ready)
                 return
             assert self.network is not None
             local.netns, local.ip = await asyncio.to_thread(self.network.add_pod)
@@ -289,7 +321,7 @@ class PodRunner:
                 return
             ready = all(await asyncio.gather(*(self._probe(local, c) for c in containers))) and all(
                 p.poll() is None for p in local.processes.values()
-            )
+            ) and _gates_pass(local.pod)
             if ready != local.ready:
                 local.ready = ready
                 await self._write_status(local, pod, ready=ready)
@@ -346,6 +378,10 @@ class PodRunner:
         }
         if "VIRTUAL_ENV" in os.environ:
             full_env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
+        if self.relay is not None:
+            # What a kubelet tells every container about the apiserver.
+            full_env.setdefault("KUBERNETES_SERVICE_HOST", API_HOST)
+            full_env.setdefault("KUBERNETES_SERVICE_PORT", str(self.relay.port))
         # The processes run as root, whatever runAsUser says: the project's interpreter lives
         # where only root may read it (the checked-out virtualenv under root's home).
         mounts = " && ".join(
@@ -411,7 +447,56 @@ class PodRunner:
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 found[name] = await self._claim_directory(namespace, claim)
+            elif "configMap" in volume:
+                source = volume["configMap"]
+                found[name] = local.workdir / "configmaps" / name
+                found[name].mkdir(parents=True, exist_ok=True)
+                local.config_maps[found[name]] = (source["name"], source.get("items"))
+                if not await self._write_config_map(namespace, found[name], source) and not (
+                    source.get("optional")
+                ):
+                    raise VolumeNotReadyError(f'configmap "{source["name"]}" not found')
+            elif _token_volume(volume) and self.control_plane is not None:
+                found[name] = await self._token_directory(local, pod)
         return found
+
+    async def _token_directory(self, local: LocalPod, pod: Obj) -> Path:
+        """The pod's ServiceAccount token, ca.crt and namespace, renewed as a kubelet does."""
+        assert self.control_plane is not None and local.workdir is not None
+        if local.token is None:
+            cp = self.control_plane
+            account = pod["spec"].get("serviceAccountName") or "default"
+            local.token = (
+                await asyncio.to_thread(
+                    TokenDirectory,
+                    local.workdir / "serviceaccount",
+                    cp.server,
+                    cp.token,
+                    cp.workdir / "certs" / "apiserver.crt",
+                    local.key[0],
+                    account,
+                    pod=pod,
+                )
+            ).start()
+        return local.token.directory
+
+    async def _write_config_map(self, namespace: str, directory: Path, source: Obj) -> bool:
+        """The ConfigMap's keys as files (each replaced whole, as a kubelet swaps them)."""
+        found = await self.kube.get_or_none(CONFIGMAP, source["name"], namespace)
+        if found is None:
+            return False
+        data = found.get("data") or {}
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            if item["key"] not in data:
+                continue
+            target = directory / item["path"]
+            if target.exists() and target.read_text() == data[item["key"]]:
+                continue
+            staged = target.with_name(f".{target.name}.new")
+            staged.write_text(data[item["key"]])
+            staged.replace(target)
+        return True
 
     async def _claim_directory(self, namespace: str, claim: str) -> Path:
         pvc = await self.kube.get_or_none(PERSISTENT_VOLUME_CLAIM, claim, namespace)
@@ -441,7 +526,8 @@ class PodRunner:
             ],
         }
         with contextlib.suppress(KubeError):
-            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status",
+                                  patch_type="strategic")
 
     async def _probe(self, local: LocalPod, container: Obj) -> bool:
         probe = container.get("readinessProbe")
@@ -504,6 +590,10 @@ class PodRunner:
         while True:
             with contextlib.suppress(KubeError, httpx.HTTPError):
                 await self._refresh_hosts()
+                for local in list(self.pods.values()):
+                    for directory, (name, items) in list(local.config_maps.items()):
+                        source: Obj = {"name": name, **({"items": items} if items else {})}
+                        await self._write_config_map(local.key[0], directory, source)
             await asyncio.sleep(1)
 
     async def _wait_for_service_addresses(self, namespace: str, timeout: float = 30.0) -> None:
@@ -538,9 +628,14 @@ class PodRunner:
         for pod in self.pods.values():
             if pod.workdir is None:
                 continue
+            api = [f"{self.network.subnet[1]} {API_HOST}"] if (
+                self.relay is not None and self.network is not None
+                and self.network.subnet is not None
+            ) else []
             text = (
                 "\n".join(
-                    ["127.0.0.1 localhost", f"{pod.ip} {pod.key[1]}", *entries.get(pod.key[0], [])]
+                    ["127.0.0.1 localhost", f"{pod.ip} {pod.key[1]}", *api,
+                     *entries.get(pod.key[0], [])]
                 )
                 + "\n"
             )
@@ -569,7 +664,8 @@ class PodRunner:
         now = _now()
         flag = "True" if ready else "False"
         status = {
-            "phase": "Running",
+            # A kubelet reports Running once the init containers succeeded and a container runs.
+            "phase": "Running" if local.initialized else "Pending",
             "podIP": local.ip,
             "podIPs": [{"ip": local.ip}],
             "hostIP": local.ip,
@@ -618,7 +714,8 @@ class PodRunner:
                 for c in pod["spec"]["initContainers"]
             ]
         try:
-            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status",
+                                  patch_type="strategic")
         except KubeError as exc:
             if not exc.not_found:
                 raise
@@ -650,7 +747,8 @@ class PodRunner:
             ],
         }
         with contextlib.suppress(KubeError):
-            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status",
+                                  patch_type="strategic")
 
     async def _write_ended(self, local: LocalPod, pod: Obj, codes: dict[str, int]) -> None:
         """A pod whose containers ended for good (restartPolicy Never/OnFailure): its phase."""
@@ -678,7 +776,8 @@ class PodRunner:
             ],
         }
         with contextlib.suppress(KubeError):
-            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status")
+            await self.kube.patch(POD, local.key[1], {"status": status}, local.key[0], "status",
+                                  patch_type="strategic")
 
     async def _write_failed(self, local: LocalPod, message: str) -> None:
         with contextlib.suppress(KubeError):
@@ -711,6 +810,8 @@ class PodRunner:
             self._hosts_cache.pop(local.workdir / "hosts", None)
         if local.tmpdir is not None:
             shutil.rmtree(local.tmpdir, ignore_errors=True)
+        if local.token is not None:
+            await asyncio.to_thread(local.token.stop)
         shutil.rmtree(MEMORY_VOLUMES / local.uid, ignore_errors=True)
 
     @property
@@ -741,6 +842,20 @@ def _mount_commands(container: Obj, volumes: dict[str, Path]) -> list[str]:
         if mount.get("readOnly"):
             commands.append(f"mount -o remount,bind,ro {target}")
     return commands
+
+
+def _gates_pass(pod: Obj) -> bool:
+    """Every readiness gate's condition is True (a missing one is not), as a kubelet reads them."""
+    gates = [g.get("conditionType") for g in pod.get("spec", {}).get("readinessGates") or []]
+    conditions = {c.get("type"): c.get("status")
+                  for c in (pod.get("status") or {}).get("conditions") or []}
+    return all(conditions.get(gate) == "True" for gate in gates)
+
+
+def _token_volume(volume: Obj) -> bool:
+    """The projected volume of a ServiceAccount token (kube-api-access-*)."""
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return any("serviceAccountToken" in source for source in sources)
 
 
 def _endpoint_addresses(endpoints: Obj) -> list[str]:
