@@ -35,6 +35,8 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 # Autoscaled clusters: Ray's autoscaler writes on the Ray the requests no group can serve
 # (JSON); the operator turns them into a condition and an event.
 ANNOTATION_INFEASIBLE: Final = f"{GROUP}/autoscaler-infeasible"
+# ... and the last launch or removal it asked for (JSON), the reason of ScaledUp / ScaledDown.
+ANNOTATION_AUTOSCALER_REQUEST: Final = f"{GROUP}/autoscaler-request"
 # The readiness gate of autoscaled workers: False once Ray drained the pod for removal.
 GATE_IN_SERVICE: Final = f"{GROUP}/in-service"
 # The ReplicaSet controller removes the pods of lowest cost first (among equally ready ones).

@@ -49,6 +49,9 @@ Obj = dict[str, Any]
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 GROUP_VERSION = "ray.kubeflow.org/v1"
 ANNOTATION_INFEASIBLE = "ray.kubeflow.org/autoscaler-infeasible"
+# The last launch or removal asked for: the operator's ScaledUp/ScaledDown events give it.
+ANNOTATION_REQUEST = "ray.kubeflow.org/autoscaler-request"
+FIELD_MANAGER = "ray-autoscaler"
 HEAD_TYPE = "head"
 WORKER_TYPE = "worker"
 ATTEMPTS = 8
@@ -89,6 +92,8 @@ class KubeApi:
         with open(os.path.join(self.directory, "token")) as f:
             token = f.read().strip()
         data = json.dumps(body).encode() if body is not None else None
+        if method == "PATCH":
+            path += f"?fieldManager={FIELD_MANAGER}"
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {token}")
         request.add_header("Accept", "application/json")
@@ -169,7 +174,18 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
         if keep != listed:
             ops.append({"op": "add", "path": f"{pointer}/scaleStrategy",
                         "value": {"workersToDelete": keep}})
+    asked = {"launch": {t: n for t, n in launch.items() if n}, "remove": sorted(remove)}
+    if ops and (asked["launch"] or asked["remove"]):
+        ops.append(_annotation_op(ray, ANNOTATION_REQUEST, json.dumps(asked, sort_keys=True)))
     return ops
+
+
+def _annotation_op(ray: Obj, key: str, value: str) -> Obj:
+    """A JSON patch op that sets one annotation (the map made when there is none)."""
+    if not (ray.get("metadata") or {}).get("annotations"):
+        return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
+    escaped = key.replace("~", "~0").replace("/", "~1")
+    return {"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value}
 
 
 class RayNodeProvider(NodeProvider):
@@ -191,8 +207,10 @@ class RayNodeProvider(NodeProvider):
         return ray
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
-        """Pods of the cluster not named for removal."""
-        self._read()
+        """Pods of the cluster not named for removal (names of pods gone are dropped)."""
+        ray = self._read()
+        if named_for_removal(ray) - {str(n.get("pod")) for n in listed_nodes(ray)}:
+            self._scale({}, [])
         return [
             name for name in self.nodes
             if all(self.node_tags(name).get(k) == v for k, v in tag_filters.items())
@@ -304,6 +322,9 @@ def main() -> None:
     """Run Ray's autoscaler for this pod's ``Ray`` until the process is stopped."""
     logging.basicConfig(stream=sys.stdout, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ray fills the launcher's legacy fields into an external provider's config and then warns,
+    # every update, that it dropped them: nothing this config can change.
+    logging.getLogger("ray.autoscaler._private.util").setLevel(logging.ERROR)
     from ray._private.services import canonicalize_bootstrap_address_or_die
     from ray._raylet import GcsClient  # type: ignore[attr-defined]
     from ray.autoscaler._private.constants import AUTOSCALER_UPDATE_INTERVAL_S

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ray_operator.api.constants import (
     ANNOTATION_DEFAULTS,
+    LABEL_AUTOSCALING,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
     LABEL_WORKER_GROUP,
@@ -114,10 +115,13 @@ _OPTIONAL: Final = (
     ("Role", autoscaler_name),
     ("ServiceAccount", autoscaler_name),
 )
-# Written before the pods that need them: the token Secret (its uid goes on the templates),
-# the NetworkPolicy (no pod runs before it: closed, never open), the autoscaler's identity.
-_FIRST: Final = frozenset({"Secret", "NetworkPolicy", "ConfigMap", "ServiceAccount", "Role",
-                           "RoleBinding"})
+# Written before the pods that need them, in this order: the token Secret (its uid goes on the
+# templates), the NetworkPolicy (no pod runs before it: closed, never open), the autoscaler's
+# config and identity; a RoleBinding only once its Role exists (the apiserver checks its rules).
+_STAGES: Final = (
+    frozenset({"Secret", "NetworkPolicy", "ConfigMap", "ServiceAccount", "Role"}),
+    frozenset({"RoleBinding"}),
+)
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class RayController:
         if event_type == "DELETED":
             self.queue.forget(key)
             self.events.forget(str(body["metadata"].get("uid")))
+            self.autoscaling.infeasible.pop(str(body["metadata"].get("uid")), None)
             self.last_status_write.pop(key, None)
             self.held_status.pop(key, None)
             self.plans.pop(key, None)
@@ -310,19 +315,24 @@ class RayController:
             head_desired, worker_desired = plan.head.replicas, plan.worker.replicas
             children = validated.children
             before: dict[str, int | None] = {}
+            tending: ChildFailure | None = None
             if plan.autoscaling_idle is not None:
                 problem = await self.autoscaling.tend(plan)
                 if problem is not None:
-                    failure = ChildFailure(REASON_FAILED_UPDATE, problem)
+                    tending = ChildFailure(REASON_FAILED_UPDATE, problem)
                 counts = self.autoscaling.counts(body, plan)
                 children = _with_counts(children, counts)
                 before = {name: _replicas(self.deployments.get(meta["namespace"], name))
                           for name in counts}
                 worker_desired = counts.get(worker_name(meta["name"]), worker_desired)
-            first = [d for d in children if d["kind"] in _FIRST]
-            rest = [d for d in children if d not in first]
-            results = await asyncio.gather(*(self._ensure(body, d) for d in first))
-            failure = next((r for r in results if r), None) or failure
+            rest = children
+            for stage in _STAGES:
+                first = [d for d in rest if d["kind"] in stage]
+                rest = [d for d in rest if d["kind"] not in stage]
+                results = await asyncio.gather(*(self._ensure(body, d) for d in first))
+                failure = next((r for r in results if r), None)
+                if failure is not None:
+                    break
             if failure is None:
                 if plan.auth:
                     secret = self.secrets.get(meta["namespace"], auth_secret_name(meta["name"]))
@@ -333,7 +343,7 @@ class RayController:
                 failure = next((r for r in results if r), None)
                 if failure is None and counts:
                     self.autoscaling.report_scaling(body, plan, before, counts)
-            failure = await self._remove_unasked(body, children) or failure
+            failure = await self._remove_unasked(body, children) or failure or tending
             body = await self.redis.keep_finalizer(body, plan.gcs_ft is not None)
         if failure is not None:
             self.events.emit_once(body, "Warning", failure.reason, failure.message)
@@ -619,6 +629,8 @@ class RayController:
                 raise  # changed meanwhile: retried with the newer version
             return ChildFailure(REASON_FAILED_UPDATE, f"Failed to update the {noun}: {exc.message}")
         cache.remember(updated)
+        if drift == ["spec.replicas"] and _autoscaled(desired):
+            return None  # ScaledUp / ScaledDown say it, with the reason
         shown = ", ".join(drift[:3]) + (f" and {len(drift) - 3} more" if len(drift) > 3 else "")
         self.events.emit(
             owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
@@ -646,6 +658,12 @@ def _with_counts(children: list[Obj], counts: dict[str, int]) -> list[Obj]:
             child = {**child, "spec": {**child["spec"], "replicas": counts[name]}}
         found.append(child)
     return found
+
+
+def _autoscaled(desired: Obj) -> bool:
+    """A Deployment whose pods Ray's autoscaler counts."""
+    labels = ((desired.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
+    return LABEL_AUTOSCALING in (labels or {})
 
 
 def _replicas(deployment: Obj | None) -> int | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray_operator.api.constants import (
+    ANNOTATION_AUTOSCALER_REQUEST,
     ANNOTATION_DELETION_COST,
     ANNOTATION_INFEASIBLE,
     GATE_IN_SERVICE,
@@ -115,6 +116,17 @@ def infeasible_message(text: str | None) -> str | None:
     )
 
 
+def _last_request(owner: Obj) -> Obj:
+    """The last launch or removal Ray's autoscaler asked for ({} when none is written)."""
+    text = ((owner.get("metadata") or {}).get("annotations") or {}).get(
+        ANNOTATION_AUTOSCALER_REQUEST)
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 @dataclass
 class Autoscaling:
     """Pods of autoscaled clusters: indexed by cluster, tended, listed for the autoscaler."""
@@ -124,6 +136,8 @@ class Autoscaling:
     pods: Informer
     deployments: Informer
     cluster_pods: dict[Key, set[str]] = field(default_factory=dict)
+    # Ray uid -> the infeasible requests last reported (an event per change, not per write).
+    infeasible: dict[str, str] = field(default_factory=dict)
 
     def on_pod(self, event_type: str, body: Obj) -> Key | None:
         """Index a pod by its cluster; the cluster's key."""
@@ -236,17 +250,22 @@ class Autoscaling:
 
     def report_scaling(self, owner: Obj, plan: ClusterPlan, before: dict[str, int | None],
                        after: dict[str, int]) -> None:
-        """ScaledUp / ScaledDown events for the counts just written."""
+        """ScaledUp / ScaledDown events for the counts just written, with their reason."""
         key = (plan.namespace, plan.name)
+        asked = _last_request(owner)
         for group in groups_of(plan):
             old, new = before.get(group.deployment), after.get(group.deployment)
             if old is None or new is None or old == new:
                 continue
             if new > old:
+                launched = int((asked.get("launch") or {}).get(group.node_type) or 0)
+                why = (f"Ray's autoscaler asked for {launched} more (tasks, actors, placement "
+                       "groups or request_resources wait for resources)" if launched
+                       else f"replicas set to {group.pods.replicas}")
                 self.events.emit(
                     owner, "Normal", REASON_SCALED_UP,
-                    f"worker group {group.node_type}: {old} -> {new} workers (replicas "
-                    f"{group.pods.replicas}, at most {group.pods.maximum})")
+                    f"worker group {group.node_type}: {old} -> {new} workers (at most "
+                    f"{group.pods.maximum}): {why}")
                 continue
             leaving = sorted(p["metadata"]["name"] for p in self.pods_of(key)
                              if p["metadata"]["name"] in group.pods.to_delete)
@@ -256,11 +275,16 @@ class Autoscaling:
                 f"Ray: {', '.join(leaving) or 'none'}")
 
     def report_infeasible(self, owner: Obj) -> str | None:
-        """The infeasible requests on the Ray, as a Warning event once; their message."""
+        """The infeasible requests on the Ray, as a Warning event when they change; in words."""
         text = ((owner.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_INFEASIBLE)
         message = infeasible_message(text)
-        if message is not None:
-            self.events.emit_once(owner, "Warning", REASON_INFEASIBLE, message)
+        uid = str(owner["metadata"].get("uid"))
+        if message is not None and self.infeasible.get(uid) != message:
+            self.events.emit(owner, "Warning", REASON_INFEASIBLE, message)
+        if message is None:
+            self.infeasible.pop(uid, None)
+        else:
+            self.infeasible[uid] = message
         return message
 
     # --- what the autoscaler reads ----------------------------------------------------------
