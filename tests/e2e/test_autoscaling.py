@@ -18,14 +18,13 @@ import secrets
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ray_operator.builders.default_templates import (
-    default_head_template_v2,
-    default_worker_template_v2,
-)
+from ray_operator.builders.default_templates import default_head_template_v2
 from ray_operator.jobs.ray_api import RayJobsClient
 from ray_operator.kube import DEPLOYMENT, EVENT, POD, RAY, Kube, KubeError
 from ray_operator.localkube.control_plane import LocalControlPlane
@@ -36,6 +35,7 @@ from tests.ray_state import run_script, status_of
 from tests.waiting import eventually
 
 Obj = dict[str, Any]
+EXAMPLES = Path(__file__).parents[2] / "examples"
 NAME = "elastic"
 IMAGE = "rayproject/ray:2.60.0"
 WORKERS = f"ray.kubeflow.org/cluster={NAME},ray.kubeflow.org/role=worker"
@@ -78,21 +78,15 @@ time.sleep(600)
 
 
 def manifest() -> Obj:
+    """examples/ray-autoscaling.yaml with a head that offers no CPU and a shorter idle time."""
+    found: Obj = yaml.safe_load((EXAMPLES / "ray-autoscaling.yaml").read_text())
     head = default_head_template_v2(IMAGE)
     ray = head["spec"]["containers"][0]
     ray["args"] = ["--num-cpus=0" if a.startswith("--num-cpus") else a for a in ray["args"]]
-    worker = default_worker_template_v2(IMAGE)
-    worker["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "1"}}
-    return {
-        "apiVersion": "ray.kubeflow.org/v1",
-        "kind": "Ray",
-        "metadata": {"name": NAME},
-        "spec": {
-            "autoscaling": {"enabled": True, "idleTimeoutSeconds": 20},
-            "head": {"template": head},
-            "worker": {"minReplicas": 0, "maxReplicas": 3, "template": worker},
-        },
-    }
+    found["spec"]["head"] = {"template": head}
+    found["spec"]["autoscaling"]["idleTimeoutSeconds"] = 20
+    assert found["spec"]["worker"]["maxReplicas"] == 3
+    return found
 
 
 @dataclass

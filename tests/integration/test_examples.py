@@ -45,6 +45,12 @@ CLAIMS: dict[str, list[str]] = {
         "tests/e2e/test_ray_auth.py::"
         "test_a_ray_with_auth_refuses_requests_without_the_token_and_its_jobs_need_no_setting",
     ],
+    "ray-autoscaling.yaml": [
+        "tests/e2e/test_autoscaling.py::"
+        "test_ray_grows_the_group_for_its_work_and_removes_only_idle_workers",
+        "tests/integration/test_autoscaling.py::"
+        "test_a_scale_down_removes_exactly_the_pods_ray_named",
+    ],
     "rayjob.yaml": [
         "tests/integration/jobs/test_rayjob_controller.py::test_example_manifest_applies",
         "tests/integration/jobs/test_rayjob_controller.py::"

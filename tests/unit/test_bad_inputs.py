@@ -84,6 +84,26 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
      "allowFrom": [{}]}), {}, 1, "spec.networkPolicy.allowFrom[0]"),
     ("redis with scheme", ["validate"], ray(spec__gcsFaultTolerance={
         "redisAddress": "redis://r:6379"}), {}, 1, "spec.gcsFaultTolerance.redisAddress"),
+    ("min above max", ["validate"], ray(spec__worker__minReplicas=3, spec__worker__maxReplicas=1),
+     {}, 1, "spec.worker.minReplicas: 3 is not valid; at most maxReplicas (1)"),
+    ("replicas above max", ["validate"], ray(spec__worker__maxReplicas=2), {}, 1,
+     "spec.worker.replicas: 3 is not valid; a count within [minReplicas 0, maxReplicas 2]"),
+    ("head bounds", ["validate"], ray(spec__head__maxReplicas=1), {}, 1,
+     "spec.head.maxReplicas: 1 is not valid; nothing: a Ray cluster has one head"),
+    ("autoscaling no max", ["validate"], ray(spec__autoscaling={"enabled": True}), {}, 1,
+     "spec.worker.maxReplicas: None is not valid; a number with spec.autoscaling enabled"),
+    ("autoscaling no cpu", ["validate"], ray(spec__autoscaling={"enabled": True},
+                                             spec__worker__maxReplicas=4), {}, 1,
+     "spec.worker.template.spec.containers[0].resources.limits.cpu: None is not valid; a Ray "
+     "container with a CPU limit"),
+    ("autoscaling bash head", ["validate"], ray(spec__autoscaling={"enabled": True}), {}, 1,
+     "spec.autoscaling: {'enabled': True, 'idleTimeoutSeconds': None} is not valid; a head "
+     "whose Ray container runs `ray start` itself"),
+    ("autoscaling as text", ["validate"], ray(spec__autoscaling={"enabled": "yes"}), {}, 1,
+     "spec.autoscaling.enabled: 'yes'"),
+    ("idle timeout negative", ["validate"], ray(spec__autoscaling={"enabled": True,
+                                                                   "idleTimeoutSeconds": -5}),
+     {}, 1, "spec.autoscaling.idleTimeoutSeconds: -5"),
     ("auth mode unknown", ["validate"], ray(spec__auth={"mode": "password"}), {}, 1,
      "spec.auth.mode"),
     ("KubeRay RayCluster", ["validate"], "apiVersion: ray.io/v1\nkind: RayCluster\n"

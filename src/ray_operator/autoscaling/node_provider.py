@@ -155,6 +155,7 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
         if name not in pending and n.get("type") != HEAD_TYPE
     )
     ops: list[Obj] = []
+    removing: list[str] = []
     for node_type, (pointer, spec) in group_specs(ray).items():
         replicas = spec.get("replicas")
         low = int(spec.get("minReplicas") or 0)
@@ -164,6 +165,7 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
             name for name in remove
             if name in nodes and name not in pending and nodes[name].get("type") == node_type
         ]
+        removing += chosen
         count = max(count - len(chosen), 0)
         if high is not None:
             count = min(count, int(high))
@@ -174,7 +176,7 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
         if keep != listed:
             ops.append({"op": "add", "path": f"{pointer}/scaleStrategy",
                         "value": {"workersToDelete": keep}})
-    asked = {"launch": {t: n for t, n in launch.items() if n}, "remove": sorted(remove)}
+    asked = {"launch": {t: n for t, n in launch.items() if n}, "remove": sorted(removing)}
     if ops and (asked["launch"] or asked["remove"]):
         ops.append(_annotation_op(ray, ANNOTATION_REQUEST, json.dumps(asked, sort_keys=True)))
     return ops

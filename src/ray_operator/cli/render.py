@@ -18,6 +18,7 @@ import yaml
 
 from ray_operator.api.constants import GROUP
 from ray_operator.api.validation import validate_ray
+from ray_operator.autoscaling import provider_code
 from ray_operator.builders.defaults import Defaults, DefaultsError, current_defaults, read_defaults
 from ray_operator.builders.ray_cluster import build_children, plan_cluster, roles_using_defaults
 from ray_operator.builders.rayjob import (
@@ -50,7 +51,7 @@ def render_ray(doc: Obj, ray_image: str, templates: dict[str, Obj] | None) -> li
     defaults = recorded or Defaults(today.revision, {r: today.templates[r] for r in needed})
     missing = {r: today.templates[r] for r in needed if defaults.template(r) is None}
     plan = plan_cluster(report.resource, defaults.with_templates(missing), report.unknown_fields)
-    return build_children(plan)
+    return build_children(plan, provider_code())
 
 
 def render_rayjob(doc: Obj, runner_image: str, pull_secrets: tuple[str, ...] = ()) -> list[Obj]:

@@ -12,13 +12,12 @@ import socket
 import httpx
 
 from ray_operator import __version__
-from ray_operator.api.constants import LABEL_AUTOSCALING, LABEL_MANAGED_BY, LABEL_RAYJOB, MANAGED_BY
+from ray_operator.api.constants import LABEL_MANAGED_BY, MANAGED_BY
 from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
 from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
 from ray_operator.controllers.raypipeline import PipelineController
 from ray_operator.kube import (
-    CONFIGMAP,
     DEPLOYMENT,
     JOB,
     NETWORK_POLICY,
@@ -26,20 +25,19 @@ from ray_operator.kube import (
     RAY,
     RAYJOB,
     RAYPIPELINE,
-    ROLE,
-    ROLE_BINDING,
     SECRET,
     SERVICE,
-    SERVICE_ACCOUNT,
     Kube,
     KubeError,
 )
 from ray_operator.runtime.events import EventRecorder
 from ray_operator.runtime.manager import LeaseOptions, Manager
+from ray_operator.runtime.slim import slim_pod
 from ray_operator.settings import Settings
 
 log = logging.getLogger(__name__)
-AUTOSCALED_PODS = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_AUTOSCALING}=true"
+# Objects the operator made (Ray and RayJob children alike carry this label).
+OWN = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 async def read_field_table(kube: Kube) -> FieldTable | None:
@@ -77,6 +75,12 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
     )
     events = EventRecorder(kube)
     rays = manager.informer(RAY)
+    # Kinds both the Ray and the RayJob controllers make (the autoscaler's identity and config,
+    # the runner's): one cache each, of the operator's own objects; pods without their spec.
+    shared = {
+        name: manager.informer(kind, OWN, transform=slim_pod if kind is POD else None)
+        for name, kind in CHILD_KINDS.items()
+    }
     jobs = manager.informer(RAYJOB)
     manager.add(
         RayController(
@@ -89,16 +93,15 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
             secrets=manager.informer(SECRET, CHILD_SELECTOR, metadata_only=True),
             network_policies=manager.informer(NETWORK_POLICY, CHILD_SELECTOR),
             jobs=manager.informer(JOB, CHILD_SELECTOR),
-            configmaps=manager.informer(CONFIGMAP, CHILD_SELECTOR),
-            service_accounts=manager.informer(SERVICE_ACCOUNT, CHILD_SELECTOR),
-            roles=manager.informer(ROLE, CHILD_SELECTOR),
-            role_bindings=manager.informer(ROLE_BINDING, CHILD_SELECTOR),
-            # The pods of autoscaled clusters only: memory follows them, not every Ray pod.
-            pods=manager.informer(POD, AUTOSCALED_PODS),
+            configmaps=shared["ConfigMap"],
+            service_accounts=shared["ServiceAccount"],
+            roles=shared["Role"],
+            role_bindings=shared["RoleBinding"],
+            pods=shared["Pod"],
             fields=fields,
         )
     )
-    children = {name: manager.informer(kind, LABEL_RAYJOB) for name, kind in CHILD_KINDS.items()}
+    children = {name: shared[name] for name in CHILD_KINDS}
     manager.add(RayJobController(kube, settings, events, jobs, rays, children))
     manager.add(
         PipelineController(kube, settings, events, manager.informer(RAYPIPELINE), jobs, rays)

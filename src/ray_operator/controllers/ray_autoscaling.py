@@ -28,6 +28,7 @@ from ray_operator.api.constants import (
     ANNOTATION_DELETION_COST,
     ANNOTATION_INFEASIBLE,
     GATE_IN_SERVICE,
+    LABEL_AUTOSCALING,
     LABEL_CLUSTER,
     LABEL_ROLE,
     REASON_INFEASIBLE,
@@ -140,10 +141,14 @@ class Autoscaling:
     infeasible: dict[str, str] = field(default_factory=dict)
 
     def on_pod(self, event_type: str, body: Obj) -> Key | None:
-        """Index a pod by its cluster; the cluster's key."""
+        """Index a pod of an autoscaled cluster by its cluster; that cluster's key.
+
+        None for the other pods of the shared cache (runner pods, other clusters' pods).
+        """
         meta = body["metadata"]
-        cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
-        if not cluster:
+        labels = meta.get("labels") or {}
+        cluster = labels.get(LABEL_CLUSTER)
+        if not cluster or labels.get(LABEL_AUTOSCALING) != "true":
             return None
         key = (str(meta["namespace"]), str(cluster))
         names = self.cluster_pods.setdefault(key, set())

@@ -26,6 +26,8 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 # (event type, object, previous version or None): ADDED, MODIFIED or DELETED.
 Handler = Callable[[str, Obj, Obj | None], None]
+# What is kept of each object (client-go's SetTransform): the parts the controllers read.
+Transform = Callable[[Obj], Obj]
 
 # How long a deleted object's uid is remembered, so that the answer to one of our own writes
 # that arrives after the DELETED event does not put a dead object back into the cache.
@@ -58,9 +60,11 @@ class Informer:
         label_selector: str | None = None,
         on_restart: Callable[[str], None] | None = None,
         metadata_only: bool = False,
+        transform: Transform | None = None,
     ) -> None:
         self.kube = kube
         self.kind = kind
+        self.transform = transform
         # Only the objects' metadata is listed and watched (a Secret's data never reaches us).
         self.metadata_only = metadata_only
         # Empty: every namespace (or a cluster-scoped kind) with one watch.
@@ -102,6 +106,7 @@ class Informer:
     # --- what our own writes return ---------------------------------------------------------
     def remember(self, obj: Obj) -> None:
         """Put the answer to our own write into the cache, unless the cache knows better."""
+        obj = self.transform(obj) if self.transform else obj
         key = object_key(obj)
         if obj["metadata"].get("uid") in self._tombstones:
             return  # deleted meanwhile: its DELETED event came first
@@ -170,6 +175,7 @@ class Informer:
         for obj in listing.items:
             obj["kind"] = self.kind.kind  # PartialObjectMetadata names itself otherwise
             obj["apiVersion"] = self.kind.api_version
+            obj = self.transform(obj) if self.transform else obj
             key = object_key(obj)
             seen.add(key)
             old = self._store.get(key)
@@ -212,7 +218,7 @@ class Informer:
                 continue
             obj["kind"] = self.kind.kind  # PartialObjectMetadata names itself otherwise
             obj["apiVersion"] = self.kind.api_version
-            self._apply(event_type, obj)
+            self._apply(event_type, self.transform(obj) if self.transform else obj)
         return version
 
     def _apply(self, event_type: str, obj: Obj) -> None:

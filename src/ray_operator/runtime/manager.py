@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ray_operator.kube import Kind, Kube
-from ray_operator.runtime.informer import Informer
+from ray_operator.runtime.informer import Informer, Transform
 from ray_operator.runtime.leader import LeaderElector
 from ray_operator.runtime.metrics import HealthServer, Metrics
 from ray_operator.runtime.workqueue import QueueStats, WorkQueue
@@ -58,7 +58,9 @@ class Manager:
     lease: LeaseOptions | None = None
     shutdown_grace: float = 5.0
     metrics: Metrics = field(default_factory=Metrics)
-    informers: dict[tuple[str, str | None, bool], Informer] = field(default_factory=dict)
+    informers: dict[tuple[str, str | None, bool, Transform | None], Informer] = field(
+        default_factory=dict
+    )
     controllers: list[Controller] = field(default_factory=list)
     elector: LeaderElector | None = None
     _server: HealthServer | None = None
@@ -67,10 +69,18 @@ class Manager:
         self.kube.observer = self.metrics.observe_request
 
     def informer(
-        self, kind: Kind, label_selector: str | None = None, metadata_only: bool = False
+        self,
+        kind: Kind,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
+        transform: Transform | None = None,
     ) -> Informer:
-        """The shared cache of ``kind`` (with that server-side selector), made on first use."""
-        key = (kind.kind, label_selector, metadata_only)
+        """The shared cache of ``kind`` (with that server-side selector), made on first use.
+
+        Controllers that ask for the same kind, selector and transform share one cache: one
+        list and one watch.
+        """
+        key = (kind.kind, label_selector, metadata_only, transform)
         if key not in self.informers:
             self.informers[key] = Informer(
                 self.kube,
@@ -79,6 +89,7 @@ class Manager:
                 label_selector,
                 on_restart=lambda k: self.metrics.watch_restarts.labels(k).inc(),
                 metadata_only=metadata_only,
+                transform=transform,
             )
         return self.informers[key]
 
