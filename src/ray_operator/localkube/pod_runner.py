@@ -5,8 +5,10 @@ Two modes:
   Deployment controller to make Deployments Available, which is what ``Health`` reads);
 - containers: each container's command runs as a local process, inside a network namespace of
   its own with the pod's address, with the env the pod spec resolves to, Service names
-  resolvable through a private ``/etc/hosts``, and a temporary directory of its own (``TMPDIR``;
-  not a mount over ``/tmp``, which may hold the project itself). The image is not pulled:
+  resolvable through a private ``/etc/hosts``, and a temporary directory of its own, seen by
+  every pod at the same path (``TMPDIR``; not a mount over ``/tmp``, which may hold the project
+  itself): Ray nodes take the head's temp path from the GCS, and pods that shared one directory
+  there would collide on its socket names, as containers never do. The image is not pulled:
   commands run with this machine's programs (``ray`` from the active virtualenv). A pod is
   Ready when its containers' readiness probes (httpGet, tcpSocket) pass; a container that exits
   is restarted with a back-off (``restartPolicy`` Always; with Never or OnFailure, a Job's
@@ -74,6 +76,9 @@ PodKey = tuple[str, str]
 NODE_NAME = "ray-operator-local"
 # Where memory-backed emptyDir volumes live: this machine's tmpfs.
 MEMORY_VOLUMES = Path("/dev/shm/ray-operator-pods")
+# Where each pod sees its own temporary directory (a bind mount in its mount namespace). Short:
+# Ray puts unix sockets under it, and their paths may not exceed 107 bytes.
+POD_TMP = Path("/var/tmp/pod")
 
 
 def _now() -> str:
@@ -261,7 +266,6 @@ class PodRunner:
             local.netns, local.ip = await asyncio.to_thread(self.network.add_pod)
             local.workdir = self.workdir / f"{local.key[0]}_{local.key[1]}"
             local.workdir.mkdir(parents=True, exist_ok=True)
-            # Short: Ray puts unix sockets under it, and their paths may not exceed 107 bytes.
             local.tmpdir = Path(tempfile.mkdtemp(prefix="rp", dir="/var/tmp"))
             await self._refresh_hosts()
             await self._write_status(local, pod, ready=False)
@@ -284,6 +288,7 @@ class PodRunner:
             await self._write_status(local, pod, ready=False)
             await self._run_init_containers(local, pod, data)
             local.initialized = True
+            await self._write_status(local, pod, ready=False)  # Running: the containers start
         containers = [*sidecars, *pod["spec"]["containers"]]
         backoff: dict[str, float] = {}
         policy = pod["spec"].get("restartPolicy", "Always")
@@ -369,7 +374,7 @@ class PodRunner:
         full_env = {
             "PATH": path,
             "HOME": str(local.workdir),
-            "TMPDIR": str(local.tmpdir),
+            "TMPDIR": str(POD_TMP),
             "HOSTNAME": local.key[1],
             # Names resolve only through the pod's /etc/hosts (there is no cluster DNS), which
             # gRPC's bundled c-ares resolver does not consult; Ray's gRPC must use libc's.
@@ -384,8 +389,10 @@ class PodRunner:
             full_env.setdefault("KUBERNETES_SERVICE_PORT", str(self.relay.port))
         # The processes run as root, whatever runAsUser says: the project's interpreter lives
         # where only root may read it (the checked-out virtualenv under root's home).
+        POD_TMP.mkdir(parents=True, exist_ok=True)  # the mount point, empty on the host
         mounts = " && ".join(
             [f"mount --bind {shlex.quote(str(hosts))} /etc/hosts",
+             f"mount --bind {shlex.quote(str(local.tmpdir))} {POD_TMP}",
              *_mount_commands(container, local.volumes)]
         )
         setup = f'{mounts} && cd "$HOME" && exec "$@"'
