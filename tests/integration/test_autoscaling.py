@@ -285,3 +285,25 @@ async def test_turning_autoscaling_off_takes_away_the_autoscaler_and_the_gate(
                               lambda s: s.get("health") == "True" and "autoscaling" not in s,
                               60, "Health=True without autoscaling")
     assert not any(c["type"].startswith("RayAutoscaler") for c in status["conditions"])
+
+
+async def test_suspend_stops_every_pod_of_an_autoscaled_ray_and_resume_brings_them_back(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(autoscaled(replicas=2), namespace)
+    await eventually(lambda: status_of(kube, namespace),
+                     lambda s: s.get("health") == "True", 60, "Health=True")
+    await kube.patch(RAY, NAME, {"spec": {"suspend": True}}, namespace)
+    # No worker is held back for Ray to choose: the user stops them all, the autoscaler too.
+    for name in ("worker", "head", "autoscaler"):
+        await eventually(lambda name=name: kube.get(DEPLOYMENT, f"{NAME}-{name}", namespace),
+                         lambda d: d["spec"]["replicas"] == 0, 30, f"{name} at 0")
+    await eventually(lambda: workers(kube, namespace), lambda p: p == [], 60, "no worker")
+    status = await eventually(lambda: status_of(kube, namespace),
+                              lambda s: s.get("conditions", [{}])[0].get("reason") == "Suspended",
+                              30, "Suspended")
+    assert status["health"] == "False"
+    await kube.patch(RAY, NAME, {"spec": {"suspend": False}}, namespace)
+    await eventually(lambda: status_of(kube, namespace),
+                     lambda s: s.get("health") == "True", 60, "Health=True again")
+    assert len(await workers(kube, namespace)) == 2

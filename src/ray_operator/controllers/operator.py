@@ -12,7 +12,12 @@ import socket
 import httpx
 
 from ray_operator import __version__
-from ray_operator.api.constants import LABEL_MANAGED_BY, MANAGED_BY
+from ray_operator.api.constants import (
+    LABEL_AUTOSCALING,
+    LABEL_MANAGED_BY,
+    LABEL_RAYJOB,
+    MANAGED_BY,
+)
 from ray_operator.api.pod_fields import OPENAPI_V3_CORE, FieldTable, extract_pod_fields
 from ray_operator.controllers.ray import CHILD_SELECTOR, RayController
 from ray_operator.controllers.rayjob import CHILD_KINDS, RayJobController
@@ -38,6 +43,8 @@ from ray_operator.settings import Settings
 log = logging.getLogger(__name__)
 # Objects the operator made (Ray and RayJob children alike carry this label).
 OWN = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+# The pods of autoscaled clusters (the Ray controller gates and lists them for the autoscaler).
+AUTOSCALED_PODS = f"{OWN},{LABEL_AUTOSCALING}=true"
 
 
 async def read_field_table(kube: Kube) -> FieldTable | None:
@@ -76,11 +83,13 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
     events = EventRecorder(kube)
     rays = manager.informer(RAY)
     # Kinds both the Ray and the RayJob controllers make (the autoscaler's identity and config,
-    # the runner's): one cache each, of the operator's own objects; pods without their spec.
+    # the runner's): one cache each, of the operator's own objects. Pods: the runners' here;
+    # the Ray controller's (autoscaled clusters') are listed only once such a cluster exists,
+    # so that every Ray pod of the cluster never reaches the process.
     shared = {
-        name: manager.informer(kind, OWN, transform=slim_pod if kind is POD else None)
-        for name, kind in CHILD_KINDS.items()
+        name: manager.informer(kind, OWN) for name, kind in CHILD_KINDS.items() if kind is not POD
     }
+    shared["Pod"] = manager.informer(POD, LABEL_RAYJOB, transform=slim_pod)
     jobs = manager.informer(RAYJOB)
     manager.add(
         RayController(
@@ -97,7 +106,7 @@ def build_manager(kube: Kube, settings: Settings, fields: FieldTable | None) -> 
             service_accounts=shared["ServiceAccount"],
             roles=shared["Role"],
             role_bindings=shared["RoleBinding"],
-            pods=shared["Pod"],
+            pods=manager.informer(POD, AUTOSCALED_PODS, transform=slim_pod, on_demand=True),
             fields=fields,
         )
     )

@@ -93,6 +93,8 @@ Key = tuple[str, str]  # (namespace, name)
 # Children are ours when they carry both labels: the watch asks the apiserver for those only.
 CHILD_SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CLUSTER}"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
+# Seconds a reconcile of an autoscaled cluster waits for the pod cache's first listing.
+POD_CACHE_WAIT: Final = 30.0
 REASON_INVALID_DEFAULTS: Final = "InvalidDefaults"
 _KINDS: Final[dict[str, Kind]] = {
     "Deployment": DEPLOYMENT,
@@ -209,6 +211,8 @@ class RayController:
             self.settled.pop(key, None)
             self._children_written(key)
             return
+        if _asks_for_autoscaling(body):
+            self.pods.start()  # the autoscaled clusters' pods: listed from the first one on
         if self.deployments.get(key[0], worker_name(key[1])) is None:
             if not self.creating:
                 self.events.hold()
@@ -317,6 +321,9 @@ class RayController:
             before: dict[str, int | None] = {}
             tending: ChildFailure | None = None
             if plan.autoscaling_idle is not None:
+                self.pods.start()
+                # Its pods decide the counts: never from a cache not listed yet.
+                await asyncio.wait_for(self.pods.synced.wait(), POD_CACHE_WAIT)
                 problem = await self.autoscaling.tend(plan)
                 if problem is not None:
                     tending = ChildFailure(REASON_FAILED_UPDATE, problem)
@@ -636,6 +643,12 @@ class RayController:
             owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
         )
         return None
+
+
+def _asks_for_autoscaling(ray: Obj) -> bool:
+    """The Ray's spec turns autoscaling on (valid or not)."""
+    autoscaling = (ray.get("spec") or {}).get("autoscaling")
+    return isinstance(autoscaling, dict) and autoscaling.get("enabled") is True
 
 
 def _compared(desired: Obj) -> Obj:

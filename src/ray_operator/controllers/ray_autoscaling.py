@@ -69,20 +69,16 @@ class Group:
     node_type: str  # worker, worker-<group>: its pods' role label
     deployment: str
     pods: RoleSpec
+    path: str  # where its spec is: spec.worker, spec.workerGroups[i]
 
 
 def groups_of(plan: ClusterPlan) -> list[Group]:
     """spec.worker and each of spec.workerGroups, as Ray node types."""
-    found = [Group(ROLE_WORKER, worker_name(plan.name), plan.worker)]
-    found += [Group(group_role(g.name), group_name(plan.name, g.name), g.pods)
-              for g in plan.groups]
+    found = [Group(ROLE_WORKER, worker_name(plan.name), plan.worker, "spec.worker")]
+    found += [Group(group_role(g.name), group_name(plan.name, g.name), g.pods,
+                    f"spec.workerGroups[{i}]")
+              for i, g in enumerate(plan.groups)]
     return found
-
-
-def _spec_path(group: Group) -> str:
-    if group.node_type == ROLE_WORKER:
-        return "spec.worker"
-    return f"spec.workerGroups[{group.node_type.removeprefix('worker-')}]"
 
 
 def _deployment_rolling(deployment: Obj) -> bool:
@@ -229,7 +225,7 @@ class Autoscaling:
             if group.pods.requested is not None:
                 self.events.emit_once(
                     owner, "Warning", REASON_REPLICAS_CLAMPED,
-                    f"{_spec_path(group)}.replicas {group.pods.requested} is outside "
+                    f"{group.path}.replicas {group.pods.requested} is outside "
                     f"[minReplicas {group.pods.minimum}, maxReplicas "
                     f"{group.pods.maximum}]: the group runs {group.pods.replicas}")
             deployment = self.deployments.get(plan.namespace, group.deployment)
@@ -241,13 +237,15 @@ class Autoscaling:
             if deployment is not None and _deployment_rolling(deployment):
                 removable = 0
             count = allowed_replicas(group.pods.replicas, current, removable)
+            if plan.suspended:
+                count = 0  # the user stops every pod: no worker is kept for Ray's choice
             allowed[group.deployment] = count
             if current is not None and count > group.pods.replicas and not any(
                 p["metadata"]["name"] in group.pods.to_delete for p in mine
             ):
                 self.events.emit_once(
                     owner, "Normal", REASON_SCALE_DOWN_HELD,
-                    f"{_spec_path(group)}.replicas is {group.pods.replicas} but {count} "
+                    f"{group.path}.replicas is {group.pods.replicas} but {count} "
                     "workers run: with spec.autoscaling a worker leaves only once Ray has "
                     "drained it (idle for idleTimeoutSeconds) and its autoscaler names it in "
                     "scaleStrategy.workersToDelete")
@@ -256,6 +254,8 @@ class Autoscaling:
     def report_scaling(self, owner: Obj, plan: ClusterPlan, before: dict[str, int | None],
                        after: dict[str, int]) -> None:
         """ScaledUp / ScaledDown events for the counts just written, with their reason."""
+        if plan.suspended:
+            return  # Health says Suspended: the counts are the user's, not Ray's
         key = (plan.namespace, plan.name)
         asked = _last_request(owner)
         for group in groups_of(plan):

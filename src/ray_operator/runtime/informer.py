@@ -123,8 +123,15 @@ class Informer:
             self._bury(current)
 
     # --- running ----------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """Listing and watching (an on-demand cache may not be yet)."""
+        return bool(self._tasks)
+
     def start(self) -> None:
-        """Begin listing and watching (one task per namespace)."""
+        """Begin listing and watching (one task per namespace); again: nothing."""
+        if self._tasks:
+            return
         for namespace in self.namespaces or (None,):
             self._tasks.append(asyncio.create_task(self._run(namespace)))
 

@@ -22,6 +22,9 @@ from ray_operator.runtime.leader import LeaderElector
 from ray_operator.runtime.metrics import HealthServer, Metrics
 from ray_operator.runtime.workqueue import QueueStats, WorkQueue
 
+# kind, label selector, metadata only, transform
+InformerKey = tuple[str, str | None, bool, Transform | None]
+
 log = logging.getLogger(__name__)
 
 
@@ -58,9 +61,8 @@ class Manager:
     lease: LeaseOptions | None = None
     shutdown_grace: float = 5.0
     metrics: Metrics = field(default_factory=Metrics)
-    informers: dict[tuple[str, str | None, bool, Transform | None], Informer] = field(
-        default_factory=dict
-    )
+    informers: dict[InformerKey, Informer] = field(default_factory=dict)
+    on_demand: set[InformerKey] = field(default_factory=set)
     controllers: list[Controller] = field(default_factory=list)
     elector: LeaderElector | None = None
     _server: HealthServer | None = None
@@ -74,13 +76,17 @@ class Manager:
         label_selector: str | None = None,
         metadata_only: bool = False,
         transform: Transform | None = None,
+        on_demand: bool = False,
     ) -> Informer:
         """The shared cache of ``kind`` (with that server-side selector), made on first use.
 
         Controllers that ask for the same kind, selector and transform share one cache: one
-        list and one watch.
+        list and one watch. ``on_demand``: not listed at start; its controller starts it when
+        the first object that needs it appears (readiness then waits for it too).
         """
         key = (kind.kind, label_selector, metadata_only, transform)
+        if on_demand:
+            self.on_demand.add(key)
         if key not in self.informers:
             self.informers[key] = Informer(
                 self.kube,
@@ -107,21 +113,23 @@ class Manager:
 
     @property
     def synced(self) -> bool:
-        """Every cache has been listed."""
-        return all(i.synced.is_set() for i in self.informers.values())
+        """Every cache started has been listed."""
+        return all(i.synced.is_set() for i in self.informers.values() if i.started)
 
     @property
     def ready(self) -> bool:
-        """Every cache is listed and watching now (not after a broken watch, until relisted)."""
-        return all(i.synced.is_set() and i.connected for i in self.informers.values())
+        """Every cache started is listed and watching now (not after a broken watch)."""
+        return all(i.synced.is_set() and i.connected for i in self.informers.values()
+                   if i.started)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; 0."""
         if self.metrics_port:
             self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.ready)
             await self._server.start()
-        for informer in self.informers.values():
-            informer.start()
+        for key, informer in self.informers.items():
+            if key not in self.on_demand:
+                informer.start()
         elector_task: asyncio.Task[None] | None = None
         try:
             if not await self._until(self._all_synced(), stop):
@@ -129,7 +137,7 @@ class Manager:
             self.metrics.synced.set(1)
             log.info(
                 "caches synced: %s",
-                ", ".join(f"{i.name} {len(i)}" for i in self.informers.values()),
+                ", ".join(f"{i.name} {len(i)}" for i in self.informers.values() if i.started),
             )
             if self.lease is not None:
                 self.elector = LeaderElector(
@@ -179,13 +187,15 @@ class Manager:
         return self.lease.namespace, self.lease.name
 
     async def _all_synced(self) -> None:
-        waiting = [asyncio.create_task(i.synced.wait()) for i in self.informers.values()]
+        waiting = [asyncio.create_task(i.synced.wait()) for i in self.informers.values()
+                   if i.started]
         try:
             while True:
                 _, pending = await asyncio.wait(waiting, timeout=10)
                 if not pending:
                     return
-                names = [i.name for i in self.informers.values() if not i.synced.is_set()]
+                names = [i.name for i in self.informers.values()
+                         if i.started and not i.synced.is_set()]
                 log.warning("still waiting for the caches of %s", ", ".join(names))
         finally:
             for task in waiting:
