@@ -1,7 +1,7 @@
 """The operator's side of autoscaling on a real apiserver and controller-manager.
 
 The operator runs as the chart runs it; pods are marked Running by the pod runner's status mode
-(readiness gates honoured, as a kubelet does). Where the autoscaler acts, the test acts with the
+(as a kubelet would). Where the autoscaler acts, the test acts with the
 autoscaler's own ServiceAccount token: what it does here, Ray's autoscaler may do, and no more.
 The end-to-end test with real Ray is tests/e2e/test_autoscaling.py.
 """
@@ -36,7 +36,6 @@ from tests.waiting import eventually
 
 Obj = dict[str, Any]
 NAME = "elastic"
-GATE = "ray.kubeflow.org/in-service"
 pytestmark = pytest.mark.usefixtures("running_operator")
 
 
@@ -86,6 +85,17 @@ async def workers(kube: Kube, ns: str) -> list[Obj]:
 def ready(pod: Obj) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True"
                for c in pod.get("status", {}).get("conditions") or [])
+
+
+async def name_for_removal(autoscaler: Kube, ns: str, replicas: int, pods: list[str]) -> None:
+    """What Ray's autoscaler writes (ray_operator.autoscaling.node_provider.scale_patch)."""
+    ray = await autoscaler.get(RAY, NAME, ns)
+    await autoscaler.patch(RAY, NAME, [
+        {"op": "test", "path": "/metadata/resourceVersion",
+         "value": ray["metadata"]["resourceVersion"]},
+        {"op": "add", "path": "/spec/worker/replicas", "value": replicas},
+        {"op": "add", "path": "/spec/worker/scaleStrategy", "value": {"workersToDelete": pods}},
+    ], ns, patch_type="json")
 
 
 Connect = Callable[[], Awaitable[Kube]]
@@ -142,13 +152,13 @@ async def test_an_autoscaled_ray_gets_its_autoscaler_which_may_touch_its_ray_onl
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
                                     "namespace": namespace}]
 
-    # What the autoscaler reads: every pod of the cluster, by Ray node type; workers gated in.
+    # What the autoscaler reads: every pod of the cluster, by Ray node type.
     nodes = {n["pod"]: n for n in status["autoscaling"]["nodes"]}
     assert sorted(n["type"] for n in nodes.values()) == ["head", "worker", "worker"]
     for worker in await workers(kube, namespace):
         assert nodes[worker["metadata"]["name"]]["state"] == "running"
-        gates = {c["type"]: c["status"] for c in worker["status"]["conditions"]}
-        assert gates[GATE] == "True" and ready(worker)
+        assert ready(worker)
+        assert worker["metadata"]["labels"]["ray.kubeflow.org/autoscaling"] == "true"
     group = status["autoscaling"]["groups"][0]
     assert group == {"name": "worker", "minReplicas": 0, "maxReplicas": 3, "desired": 2,
                      "current": 2}
@@ -182,20 +192,14 @@ async def test_a_scale_down_removes_exactly_the_pods_ray_named(
     failing = {"status": {"conditions": [{"type": "Ready", "status": "False",
                                           "reason": "ProbeTimeout"}]}}
     await kube.patch(POD, busy, failing, namespace, subresource="status", patch_type="strategic")
-    ray = await autoscaler.get(RAY, NAME, namespace)
-    # What Ray's autoscaler writes (ray_operator.autoscaling.node_provider.scale_patch).
-    await autoscaler.patch(RAY, NAME, [
-        {"op": "test", "path": "/metadata/resourceVersion",
-         "value": ray["metadata"]["resourceVersion"]},
-        {"op": "add", "path": "/spec/worker/replicas", "value": 2},
-        {"op": "add", "path": "/spec/worker/scaleStrategy", "value": {"workersToDelete": [chosen]}},
-    ], namespace, patch_type="json")
+    await name_for_removal(autoscaler, namespace, 2, [chosen])
 
+    await eventually(lambda: kube.get(DEPLOYMENT, f"{NAME}-worker", namespace),
+                     lambda d: d["spec"]["replicas"] == 2 and d["status"].get("replicas") == 2,
+                     60, "the worker Deployment down to 2")
     left = await eventually(lambda: workers(kube, namespace),
                             lambda found: len(found) == 2, 60, "two workers left")
     assert sorted(p["metadata"]["name"] for p in left) == sorted([busy, other])
-    deployment = await kube.get(DEPLOYMENT, f"{NAME}-worker", namespace)
-    assert deployment["spec"]["replicas"] == 2
     scaled = await eventually(
         lambda: events(kube, namespace),
         lambda found: any(e["reason"] == "ScaledDown" for e in found), 30, "ScaledDown event")
@@ -206,6 +210,53 @@ async def test_a_scale_down_removes_exactly_the_pods_ray_named(
         lambda: status_of(kube, namespace),
         lambda s: len(s["autoscaling"]["nodes"]) == 3, 30, "nodes listed")
     assert chosen not in {n["pod"] for n in status["autoscaling"]["nodes"]}
+
+
+async def test_a_drained_worker_named_with_a_launch_is_replaced(
+    kube: Kube, namespace: str, pod_runner: PodRunner, as_autoscaler: Connect
+) -> None:
+    # Ray removes a worker and launches one in the same update (as it does for a node whose
+    # Ray failed): the count stays, the named pod goes, a new one takes its place.
+    await kube.apply_manifest(autoscaled(replicas=2), namespace)
+    autoscaler = await as_autoscaler()
+    await eventually(lambda: status_of(kube, namespace),
+                     lambda s: s.get("health") == "True", 60, "Health=True")
+    pods = sorted(p["metadata"]["name"] for p in await workers(kube, namespace))
+    chosen, kept = pods
+    await name_for_removal(autoscaler, namespace, 2, [chosen])
+    now = await eventually(
+        lambda: workers(kube, namespace),
+        lambda found: len(found) == 2 and chosen not in {p["metadata"]["name"] for p in found}
+        and all(ready(p) for p in found), 60, "the named worker replaced")
+    assert kept in {p["metadata"]["name"] for p in now}
+    assert (await kube.get(DEPLOYMENT, f"{NAME}-worker", namespace))["spec"]["replicas"] == 2
+    scaled = await eventually(
+        lambda: events(kube, namespace),
+        lambda found: any(e["reason"] == "ScaledDown" for e in found), 30, "ScaledDown event")
+    assert [e["message"] for e in scaled if e["reason"] == "ScaledDown"] == [
+        f"worker group worker: 2 workers; replaced, drained by Ray: {chosen}"]
+
+
+async def test_an_invalid_edit_keeps_what_the_autoscaler_reads(
+    kube: Kube, namespace: str, pod_runner: PodRunner
+) -> None:
+    await kube.apply_manifest(autoscaled(replicas=2), namespace)
+    before = await eventually(lambda: status_of(kube, namespace),
+                              lambda s: s.get("health") == "True", 60, "Health=True")
+    # Workers of no known CPU count: the autoscaler could not tell what a new one gives.
+    container = "/spec/worker/template/spec/containers/0"
+    await kube.patch(RAY, NAME, [
+        {"op": "replace", "path": f"{container}/args",
+         "value": ["start", "--address=$(RAY_HEAD_SERVICE):6379", "--block"]},
+        {"op": "remove", "path": f"{container}/resources"},
+    ], namespace, patch_type="json")
+    status = await eventually(lambda: status_of(kube, namespace),
+                              lambda s: s.get("health") == "False", 30, "Health=False")
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert "spec.worker" in status["conditions"][0]["message"]
+    # Dropped, the nodes would look gone to the autoscaler, which would launch for them.
+    assert status["autoscaling"] == before["autoscaling"]
+    assert len(await workers(kube, namespace)) == 2
 
 
 async def test_a_count_outside_the_bounds_is_clamped_and_a_lower_one_held(
@@ -264,7 +315,7 @@ async def test_infeasible_requests_reach_a_condition_and_an_event(
     assert status["health"] == "True"
 
 
-async def test_turning_autoscaling_off_takes_away_the_autoscaler_and_the_gate(
+async def test_turning_autoscaling_off_takes_away_the_autoscaler(
     kube: Kube, namespace: str, pod_runner: PodRunner
 ) -> None:
     await kube.apply_manifest(autoscaled(replicas=1), namespace)
@@ -277,7 +328,6 @@ async def test_turning_autoscaling_off_takes_away_the_autoscaler_and_the_gate(
                          lambda found: found is None, 30, f"{kind.kind} {name} deleted")
     worker = await kube.get(DEPLOYMENT, f"{NAME}-worker", namespace)
     template = worker["spec"]["template"]
-    assert "readinessGates" not in template["spec"]
     assert "ray.kubeflow.org/autoscaling" not in template["metadata"]["labels"]
     env = {e["name"] for c in template["spec"]["containers"] for e in c.get("env") or []}
     assert not env & {"RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME", "RAY_enable_autoscaler_v2"}

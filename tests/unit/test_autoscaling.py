@@ -16,7 +16,7 @@ from ray_operator.api.node_shape import node_shape
 from ray_operator.api.validation import validate_ray
 from ray_operator.autoscaling import node_provider, provider_code
 from ray_operator.builders import autoscaling
-from ray_operator.builders.autoscaling import allowed_replicas, marked_for_removal
+from ray_operator.builders.autoscaling import allowed_replicas
 from ray_operator.builders.default_templates import (
     default_head_template_v2,
     default_worker_template_v2,
@@ -122,7 +122,7 @@ def test_the_autoscaler_knows_each_group_by_its_shape_and_bounds() -> None:
         "disable_launch_config_check": True, "foreground_node_launch": True}
 
 
-def test_every_ray_node_says_its_pod_and_type_and_workers_wait_at_the_gate() -> None:
+def test_every_ray_node_says_its_pod_and_type() -> None:
     children = by_name(build_children(plan_of(autoscaled_ray()), "CODE"))
     head = children[("Deployment", "elastic-head")]["spec"]["template"]
     (ray,) = head["spec"]["containers"]
@@ -131,12 +131,9 @@ def test_every_ray_node_says_its_pod_and_type_and_workers_wait_at_the_gate() -> 
     assert env["RAY_CLOUD_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["RAY_NODE_TYPE_NAME"]["value"] == "head"
     assert env["RAY_enable_autoscaler_v2"]["value"] == "1"
-    assert "readinessGates" not in head["spec"]
     for name, node_type in (("elastic-worker", "worker"), ("elastic-worker-gpu", "worker-gpu")):
         template = children[("Deployment", name)]["spec"]["template"]
         assert template["metadata"]["labels"]["ray.kubeflow.org/autoscaling"] == "true"
-        assert template["spec"]["readinessGates"] == [
-            {"conditionType": "ray.kubeflow.org/in-service"}]
         for part in (*template["spec"]["containers"], *template["spec"]["initContainers"]):
             env = {e["name"]: e.get("value") for e in part["env"]}
             assert env["RAY_NODE_TYPE_NAME"] == node_type
@@ -182,7 +179,7 @@ def test_counts_outside_the_bounds_are_clamped_in_the_cluster() -> None:
     assert problem.field == "spec.worker.replicas"
 
 
-def test_turning_autoscaling_off_leaves_no_gate_label_or_variable_behind() -> None:
+def test_turning_autoscaling_off_leaves_no_label_or_variable_behind() -> None:
     on = by_name(build_children(plan_of(autoscaled_ray()), "CODE"))
     doc = autoscaled_ray()
     doc["spec"]["autoscaling"]["enabled"] = False
@@ -190,42 +187,23 @@ def test_turning_autoscaling_off_leaves_no_gate_label_or_variable_behind() -> No
     assert ("Deployment", "elastic-autoscaler") not in off
     found = setting_leftovers(off[("Deployment", "elastic-worker")],
                               on[("Deployment", "elastic-worker")])
-    assert "spec.template.spec.readinessGates[ray.kubeflow.org/in-service]" in found
     assert "spec.template.metadata.labels[ray.kubeflow.org/autoscaling]" in found
     assert "spec.template.spec.containers[ray-worker].env[RAY_NODE_TYPE_NAME]" in found
 
 
-@pytest.mark.parametrize(("desired", "current", "removable", "allowed"), [
+@pytest.mark.parametrize(("desired", "current", "leaving", "allowed"), [
     (3, 1, 0, 3),      # up at once
     (1, 3, 0, 3),      # down by hand, nobody drained: held
-    (1, 3, 1, 2),      # one drained and marked: down by one
+    (1, 3, 1, 2),      # one drained and leaving: down by one
     (1, 3, 2, 1),
     (1, 3, 5, 1),      # never below what is asked
+    (3, 3, 1, 3),      # a removal and a launch together: the count stays, a new pod replaces
     (2, None, 0, 2),   # a new Deployment
 ])
 def test_a_count_drops_only_by_the_pods_ray_drained(
-    desired: int, current: int | None, removable: int, allowed: int
+    desired: int, current: int | None, leaving: int, allowed: int
 ) -> None:
-    assert allowed_replicas(desired, current, removable) == allowed
-
-
-def pod(name: str, cost: str | None = None, gate: str | None = None,
-        ready: str = "True", node_type: str = "worker") -> Obj:
-    conditions = [{"type": "Ready", "status": ready}]
-    if gate is not None:
-        conditions.append({"type": "ray.kubeflow.org/in-service", "status": gate})
-    meta: Obj = {"name": name, "labels": {"ray.kubeflow.org/role": node_type}}
-    if cost is not None:
-        meta["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": cost}
-    return {"metadata": meta, "status": {"phase": "Running", "conditions": conditions}}
-
-
-def test_a_pod_is_marked_once_cost_gate_and_readiness_all_show() -> None:
-    lowest = autoscaling.LOWEST_DELETION_COST
-    assert marked_for_removal(pod("a", lowest, "False", "False"))
-    assert not marked_for_removal(pod("a", lowest, "False", "True"))  # Ready not yet False
-    assert not marked_for_removal(pod("a", None, "False", "False"))
-    assert not marked_for_removal(pod("a", lowest, "True", "False"))
+    assert allowed_replicas(desired, current, leaving) == allowed
 
 
 def ray_as_read(replicas: int = 1, nodes: list[Obj] | None = None,
@@ -269,6 +247,15 @@ def test_the_provider_names_what_it_removes_and_lowers_by_as_many() -> None:
         {"op": "add", "path": "/spec/worker/scaleStrategy", "value": {"workersToDelete": ["w2"]}}]
 
 
+def test_before_the_operator_lists_pods_nothing_is_pruned_or_counted_gone() -> None:
+    ray = ray_as_read(2, to_delete=["w2"])
+    del ray["status"]
+    # Unknown is not "no pod": the names stay, the count starts from replicas.
+    assert node_provider.scale_patch(ray, {}, []) == []
+    ops = node_provider.scale_patch(ray, {"worker": 1}, [])
+    assert {"op": "add", "path": "/spec/worker/replicas", "value": 3} in ops
+
+
 def test_a_count_lowered_by_hand_is_raised_back_to_the_workers_that_run() -> None:
     nodes = [{"pod": "w1", "type": "worker"}, {"pod": "w2", "type": "worker"}]
     ops = node_provider.scale_patch(ray_as_read(0, nodes), {}, [])
@@ -281,7 +268,7 @@ def test_the_provider_sees_the_pods_the_operator_lists_less_those_named() -> Non
                           {"pod": "w1", "type": "worker", "state": "pending", "ip": "10.0.0.9"},
                           {"pod": "w2", "type": "worker", "state": "running"}], ["w2"])
     provider = node_provider.RayNodeProvider.__new__(node_provider.RayNodeProvider)
-    provider.nodes = {n["pod"]: n for n in node_provider.listed_nodes(ray)
+    provider.nodes = {n["pod"]: n for n in node_provider.listed_nodes(ray) or []
                       if n["pod"] not in node_provider.named_for_removal(ray)}
     assert sorted(provider.nodes) == ["h", "w1"]
     assert provider.node_tags("h")["ray-node-type"] == "head"
@@ -290,6 +277,8 @@ def test_the_provider_sees_the_pods_the_operator_lists_less_those_named() -> Non
                                         "ray-node-status": "pending"}
     assert not provider.is_running("w1") and provider.internal_ip("w1") == "10.0.0.9"
     assert provider.is_terminated("w2")
+    # Read anew by a launch thread meanwhile: a pod gone is no KeyError.
+    assert provider.node_tags("gone")["ray-node-type"] == "worker"
 
 
 def test_infeasible_requests_are_counted_by_shape() -> None:

@@ -97,8 +97,8 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], int, str]]
      "spec.worker.template.spec.containers[0].resources.limits.cpu: None is not valid; a Ray "
      "container with a CPU limit"),
     ("autoscaling bash head", ["validate"], ray(spec__autoscaling={"enabled": True}), {}, 1,
-     "spec.autoscaling: {'enabled': True, 'idleTimeoutSeconds': None} is not valid; a head "
-     "whose Ray container runs `ray start` itself"),
+     "spec.head.template.spec.containers[0].command: ['/bin/bash', '-c', '--'] is not valid; "
+     "with spec.autoscaling, a head whose Ray container runs `ray start` itself"),
     ("autoscaling as text", ["validate"], ray(spec__autoscaling={"enabled": "yes"}), {}, 1,
      "spec.autoscaling.enabled: 'yes'"),
     ("idle timeout negative", ["validate"], ray(spec__autoscaling={"enabled": True,

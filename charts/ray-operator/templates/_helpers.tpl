@@ -125,15 +125,10 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # The runner Pod (delete: one that ended before its job is replaced, up to backoffLimit).
-# patch: on a worker Ray's autoscaler drained, the lowest pod-deletion-cost, so that the
-# ReplicaSet removes exactly that pod (spec.autoscaling).
+# delete also: a worker Ray's autoscaler drained and named for removal (spec.autoscaling).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# The readiness gate of autoscaled workers: True when one starts, False when Ray drained it.
-- apiGroups: [""]
-  resources: ["pods/status"]
-  verbs: ["patch"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
 # requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
 # An autoscaled Ray's autoscaler may get and patch that one Ray: the same rights as above,

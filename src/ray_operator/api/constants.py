@@ -37,10 +37,6 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 ANNOTATION_INFEASIBLE: Final = f"{GROUP}/autoscaler-infeasible"
 # ... and the last launch or removal it asked for (JSON), the reason of ScaledUp / ScaledDown.
 ANNOTATION_AUTOSCALER_REQUEST: Final = f"{GROUP}/autoscaler-request"
-# The readiness gate of autoscaled workers: False once Ray drained the pod for removal.
-GATE_IN_SERVICE: Final = f"{GROUP}/in-service"
-# The ReplicaSet controller removes the pods of lowest cost first (among equally ready ones).
-ANNOTATION_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 
 ENV_NODE_IP: Final = "RAY_NODE_IP"
 ENV_HEAD_SERVICE: Final = "RAY_HEAD_SERVICE"

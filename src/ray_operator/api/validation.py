@@ -21,6 +21,7 @@ from ray_operator.api.node_shape import (
     ray_start_container,
 )
 from ray_operator.api.pod_fields import FieldTable, unknown_fields
+from ray_operator.api.quantity import quantity as parsed_quantity
 from ray_operator.api.ray import RayResource, ReplicaSpec, WorkerGroup
 
 # `{name}-worker` must be a DNS-1035 label (it names a Deployment and its pods' hostnames),
@@ -30,11 +31,6 @@ _LABEL_MAX = 63
 _LONGEST_SUFFIX = "-worker"
 MAX_NAME_LENGTH = _LABEL_MAX - len(_LONGEST_SUFFIX)
 _DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# A Kubernetes resource.Quantity: a number, then a binary (Ki..Ei), decimal (m, k, M..E) or
-# exponent (e3, E-2) suffix.
-_QUANTITY = re.compile(
-    r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
-)
 # Fields of the resource's own levels (outside pod templates), for "did you mean".
 _SCALING = ("replicas", "template", "minReplicas", "maxReplicas", "scaleStrategy")
 _OWN_FIELDS = {
@@ -200,10 +196,14 @@ def _check_autoscaled_head(resource: RayResource, report: Report) -> None:
         return
     raw = head.template.model_dump(exclude_none=True, by_alias=True)
     if ray_start_container(raw, RAY_HEAD_CONTAINER) is None:
+        containers = raw.get("spec", {}).get("containers") or [{}]
+        names = [c.get("name") for c in containers]
+        index = names.index(RAY_HEAD_CONTAINER) if RAY_HEAD_CONTAINER in names else 0
         report.errors.append(Problem(
-            "spec.autoscaling", resource.spec.autoscaling.model_dump() if resource.spec.autoscaling
-            else None,
-            "a head whose Ray container runs `ray start` itself (command [ray], args [start, "
+            f"spec.head.template.spec.containers[{index}].command",
+            containers[index].get("command"),
+            "with spec.autoscaling, a head whose Ray container runs `ray start` itself (command "
+            "[ray], args [start, "
             "...]): the operator adds --no-monitor there (the autoscaler runs in its own pod)"))
     ports = [p.get("containerPort") for c in raw.get("spec", {}).get("containers", [])
              for p in c.get("ports") or []]
@@ -398,7 +398,7 @@ def _check_container(container: Any, cpath: str, report: Report, seen: dict[str,
         if not isinstance(values, dict):
             continue
         for resource, quantity in values.items():
-            if isinstance(quantity, bool) or not _QUANTITY.match(str(quantity)):
+            if isinstance(quantity, bool) or parsed_quantity(str(quantity)) is None:
                 report.errors.append(Problem(
                     f"{cpath}.resources.{section}.{resource}", quantity,
                     "a quantity such as 500m, 2, 1.5, 512Mi or 4Gi",

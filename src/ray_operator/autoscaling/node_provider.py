@@ -135,9 +135,16 @@ def named_for_removal(ray: Obj) -> set[str]:
     }
 
 
-def listed_nodes(ray: Obj) -> list[Obj]:
-    """The pods the operator lists for the autoscaler."""
-    return list(((ray.get("status") or {}).get("autoscaling") or {}).get("nodes") or [])
+def listed_nodes(ray: Obj) -> list[Obj] | None:
+    """The pods the operator lists for the autoscaler.
+
+    None before it lists any (a new Ray, or one whose spec it cannot read now): unknown, which
+    is not "no pod".
+    """
+    shown = (ray.get("status") or {}).get("autoscaling")
+    if not isinstance(shown, dict):
+        return None
+    return list(shown.get("nodes") or [])
 
 
 def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj]:
@@ -148,7 +155,8 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
     stays within ``maxReplicas``, and each removal names its pod. Names of pods that are gone
     leave the list.
     """
-    nodes = {str(n.get("pod")): n for n in listed_nodes(ray)}
+    listed = listed_nodes(ray)
+    nodes = {str(n.get("pod")): n for n in listed or []}
     pending = named_for_removal(ray)
     observed = Counter(
         str(n.get("type")) for name, n in nodes.items()
@@ -169,11 +177,12 @@ def scale_patch(ray: Obj, launch: dict[str, int], remove: list[str]) -> list[Obj
         count = max(count - len(chosen), 0)
         if high is not None:
             count = min(count, int(high))
-        listed = list((spec.get("scaleStrategy") or {}).get("workersToDelete") or [])
-        keep = [name for name in listed if name in nodes] + chosen
+        named = list((spec.get("scaleStrategy") or {}).get("workersToDelete") or [])
+        # A name leaves once its pod is gone from the list (never while the list is unknown).
+        keep = [name for name in named if listed is None or name in nodes] + chosen
         if count != replicas:
             ops.append({"op": "add", "path": f"{pointer}/replicas", "value": count})
-        if keep != listed:
+        if keep != named:
             ops.append({"op": "add", "path": f"{pointer}/scaleStrategy",
                         "value": {"workersToDelete": keep}})
     asked = {"launch": {t: n for t, n in launch.items() if n}, "remove": sorted(removing)}
@@ -204,14 +213,17 @@ class RayNodeProvider(NodeProvider):
     # --- reading ----------------------------------------------------------------------------
     def _read(self) -> Obj:
         ray = self.kube.request("GET", self.path)
-        pending = named_for_removal(ray)
-        self.nodes = {str(n["pod"]): n for n in listed_nodes(ray) if n.get("pod") not in pending}
+        listed = listed_nodes(ray)
+        if listed is not None:  # else: the pods as last known
+            pending = named_for_removal(ray)
+            self.nodes = {str(n["pod"]): n for n in listed if n.get("pod") not in pending}
         return ray
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         """Pods of the cluster not named for removal (names of pods gone are dropped)."""
         ray = self._read()
-        if named_for_removal(ray) - {str(n.get("pod")) for n in listed_nodes(ray)}:
+        listed = listed_nodes(ray)
+        if listed is not None and named_for_removal(ray) - {str(n.get("pod")) for n in listed}:
             self._scale({}, [])
         return [
             name for name in self.nodes
@@ -228,7 +240,8 @@ class RayNodeProvider(NodeProvider):
 
     def node_tags(self, node_id: str) -> dict[str, str]:
         """Kind, Ray node type and status of a pod."""
-        node = self.nodes[node_id]
+        # A launch thread may have read the Ray anew meanwhile: a pod gone is a pending worker.
+        node = self.nodes.get(node_id) or {"type": WORKER_TYPE}
         state = node.get("state")
         return {
             TAG_RAY_NODE_KIND: NODE_KIND_HEAD if node.get("type") == HEAD_TYPE
@@ -353,7 +366,10 @@ def main() -> None:
         state = autoscaler.update_autoscaling_state()
         if state is not None:
             gcs.report_autoscaling_state(state.SerializeToString())
-            shown = report_infeasible(kube, path, infeasible(state), shown)
+            try:
+                shown = report_infeasible(kube, path, infeasible(state), shown)
+            except (KubeError, OSError) as exc:  # the apiserver away a moment: next round
+                log.warning("could not report infeasible requests on %s: %s", path, exc)
         time.sleep(AUTOSCALER_UPDATE_INTERVAL_S)
 
 

@@ -8,10 +8,9 @@ and, to scale down, ``scaleStrategy.workersToDelete`` with the pods it drained. 
 ``get`` and ``patch`` on that one ``Ray`` and nothing else.
 
 Every Ray node of the cluster carries ``RAY_CLOUD_INSTANCE_ID`` (its pod's name) and
-``RAY_NODE_TYPE_NAME`` (its group), by which the autoscaler matches Ray nodes to pods. Workers
-get a readiness gate: the operator sets it True on each new pod, and False (with the lowest
-``pod-deletion-cost``) on the pods Ray drained, before it lowers the Deployment's count, so the
-ReplicaSet controller removes exactly those (see :func:`allowed_replicas`).
+``RAY_NODE_TYPE_NAME`` (its group), by which the autoscaler matches Ray nodes to pods. The pods
+Ray drained and named are deleted by the operator itself, exactly those, and the Deployment's
+count follows (see :func:`allowed_replicas`).
 
 What this module builds for a cluster is part of the builder revision (``builders.defaults``):
 changing it for existing clusters would restart their autoscaler on an operator upgrade.
@@ -24,13 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ray_operator.api.constants import (
-    ANNOTATION_DELETION_COST,
-    GATE_IN_SERVICE,
-    LABEL_AUTOSCALING,
-    PORT_GCS,
-    ROLE_HEAD,
-)
+from ray_operator.api.constants import LABEL_AUTOSCALING, PORT_GCS, ROLE_HEAD
 from ray_operator.api.node_shape import RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, node_shape
 
 Obj = dict[str, Any]
@@ -52,8 +45,6 @@ MOUNT_PATH: Final = "/etc/ray-operator/autoscaler"
 AUTOSCALER_CONTAINER: Final = "autoscaler"
 AUTOSCALER_METRICS_PORT: Final = 44217  # Ray's autoscaler metrics port
 NODE_TYPE_HEAD: Final = ROLE_HEAD
-# The lowest deletion cost there is: the ReplicaSet controller removes these pods first.
-LOWEST_DELETION_COST: Final = str(-(2**31))
 # Ray's autoscaler launches through the ReplicaSet, a batch at a time: the node provider
 # contract of the Ray cluster launcher, which BatchingNodeProvider and KubeRay also require.
 _PROVIDER_FLAGS: Final = {
@@ -91,19 +82,11 @@ class ScaledGroup:
     template: Obj  # as built (flags added), for the node's shape
 
 
-def autoscaled_template(template: Obj, node_type: str, head: bool) -> Obj:
-    """A pod template told its Ray node type and instance id; workers get the gate too.
-
-    The head's ``ray start`` gets ``--no-monitor``: the autoscaler runs in its own pod.
-    """
+def autoscaled_template(template: Obj) -> Obj:
+    """A pod template labelled as an autoscaled cluster's (the operator watches those pods)."""
     template = copy.deepcopy(template)
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), LABEL_AUTOSCALING: "true"}
-    spec = template.setdefault("spec", {})
-    if not head:
-        gates = [g for g in spec.get("readinessGates") or []
-                 if g.get("conditionType") != GATE_IN_SERVICE]
-        spec["readinessGates"] = [*gates, {"conditionType": GATE_IN_SERVICE}]
     return template
 
 
@@ -157,39 +140,17 @@ def autoscaling_config(
     }
 
 
-def allowed_replicas(desired: int, current: int | None, removable: int) -> int:
+def allowed_replicas(desired: int, current: int | None, leaving: int) -> int:
     """The count a group's Deployment may take now.
 
-    Up at once; down only by as many pods as Ray drained and the operator marked (gate False,
-    lowest deletion cost): the ReplicaSet controller then removes exactly those, since it ranks
-    pods that are not ready, then those of lowest cost, first. A lower count without such pods
-    (a hand edit) waits for Ray to drain workers.
+    Up at once. Down only by the pods Ray drained and named that are leaving (the operator
+    deletes them itself): the ReplicaSet then has nothing of its own to choose, and at most
+    removes a replacement it has just made, which ranks first as it is on no node yet. A lower
+    count with no such pod (a hand edit) waits for Ray to drain workers.
     """
     if current is None or desired >= current:
         return desired
-    return max(desired, current - removable)
-
-
-def _condition(pod: Obj, kind: str) -> str | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return str(cond.get("status"))
-    return None
-
-
-def gate_state(pod: Obj) -> str | None:
-    """The in-service gate's status on a pod ("True", "False"), None before it is set."""
-    return _condition(pod, GATE_IN_SERVICE)
-
-
-def marked_for_removal(pod: Obj) -> bool:
-    """Whether the ReplicaSet controller will now prefer this pod when the count drops."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return (
-        annotations.get(ANNOTATION_DELETION_COST) == LOWEST_DELETION_COST
-        and gate_state(pod) == "False"
-        and _condition(pod, "Ready") != "True"
-    )
+    return max(desired, current - leaving)
 
 
 def node_state(pod: Obj) -> str:
@@ -280,16 +241,25 @@ def autoscaler_pod_template(
         },
         "volumeMounts": [{"name": "autoscaler", "mountPath": MOUNT_PATH, "readOnly": True}],
     }
-    for key in ("imagePullPolicy", "securityContext"):
-        if key in ray:
-            container[key] = copy.deepcopy(ray[key])
+    if "imagePullPolicy" in ray:
+        container["imagePullPolicy"] = ray["imagePullPolicy"]
+    # The image's user as the head runs it, and nothing more: a privileged head does not make a
+    # privileged autoscaler.
+    own = ray.get("securityContext") or {}
+    container["securityContext"] = {
+        **{k: own[k] for k in ("runAsUser", "runAsGroup", "runAsNonRoot") if k in own},
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     spec: Obj = {
         "serviceAccountName": autoscaler_name(name),
         "containers": [container],
         "volumes": [{"name": "autoscaler", "configMap": {"name": autoscaler_name(name)}}],
         "terminationGracePeriodSeconds": 10,
     }
-    for key in ("securityContext", "imagePullSecrets"):
+    # Where the head may run and pull its image, the autoscaler may too (the pull secrets of
+    # the head's ServiceAccount are not its own: name them in the head's pod to share them).
+    for key in ("securityContext", "imagePullSecrets", "nodeSelector", "tolerations"):
         if key in pod:
             spec[key] = copy.deepcopy(pod[key])
     return {"metadata": {"labels": dict(labels)}, "spec": spec}

@@ -11,7 +11,6 @@ from ray_operator.api.constants import (
     API_VERSION,
     ENV_HEAD_SERVICE,
     ENV_NODE_IP,
-    GATE_IN_SERVICE,
     LABEL_AUTOSCALING,
     LABEL_CLUSTER,
     LABEL_MANAGED_BY,
@@ -424,11 +423,7 @@ def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
         want, have = want.get(key) or {}, have.get(key) or {}
     stale = _optional_env_names(have) - _optional_env_names(want)
     found = [f"spec.template.spec.containers[{c}].env[{name}]" for c, name in sorted(stale)]
-    # The autoscaled pods' gate and label: a pod whose gate nobody sets is never ready.
-    gates = {g.get("conditionType") for g in (have.get("spec") or {}).get("readinessGates") or []}
-    wanted = {g.get("conditionType") for g in (want.get("spec") or {}).get("readinessGates") or []}
-    if GATE_IN_SERVICE in gates - wanted:
-        found.append(f"spec.template.spec.readinessGates[{GATE_IN_SERVICE}]")
+    # The autoscaled pods' label: the operator would go on watching pods nobody scales.
     labels = (have.get("metadata") or {}).get("labels") or {}
     if LABEL_AUTOSCALING in labels and LABEL_AUTOSCALING not in (
         (want.get("metadata") or {}).get("labels") or {}
@@ -448,7 +443,7 @@ def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[O
     if plan.autoscaling_idle is not None:
         # The role label is the group's Ray node type: head, worker, worker-<group>.
         template = _with_env(template, autoscaling_env(role))
-        template = autoscaled_template(template, role, head=role == ROLE_HEAD)
+        template = autoscaled_template(template)
         if role == ROLE_HEAD:
             container = ray_start_container(template, HEAD_CONTAINER)
             if container is not None:

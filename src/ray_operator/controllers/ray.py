@@ -93,8 +93,8 @@ Key = tuple[str, str]  # (namespace, name)
 # Children are ours when they carry both labels: the watch asks the apiserver for those only.
 CHILD_SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CLUSTER}"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
-# Seconds a reconcile of an autoscaled cluster waits for the pod cache's first listing.
-POD_CACHE_WAIT: Final = 30.0
+# Seconds before an autoscaled cluster is looked at again while the pod cache is being listed.
+POD_CACHE_RETRY: Final = 1.0
 REASON_INVALID_DEFAULTS: Final = "InvalidDefaults"
 _KINDS: Final[dict[str, Kind]] = {
     "Deployment": DEPLOYMENT,
@@ -205,6 +205,7 @@ class RayController:
             self.queue.forget(key)
             self.events.forget(str(body["metadata"].get("uid")))
             self.autoscaling.infeasible.pop(str(body["metadata"].get("uid")), None)
+            self.autoscaling.forget(*key)
             self.last_status_write.pop(key, None)
             self.held_status.pop(key, None)
             self.plans.pop(key, None)
@@ -320,17 +321,20 @@ class RayController:
             children = validated.children
             before: dict[str, int | None] = {}
             tending: ChildFailure | None = None
+            self.autoscaling.report_clamped(body, plan)
             if plan.autoscaling_idle is not None:
                 self.pods.start()
-                # Its pods decide the counts: never from a cache not listed yet.
-                await asyncio.wait_for(self.pods.synced.wait(), POD_CACHE_WAIT)
-                problem = await self.autoscaling.tend(plan)
+                if not self.pods.synced.is_set():
+                    # Its pods decide the counts: never from a cache not listed yet.
+                    self.queue.add_after(key, POD_CACHE_RETRY)
+                    return
+                before = {g.deployment: _replicas(self.deployments.get(meta["namespace"],
+                                                                       g.deployment))
+                          for g in groups_of(plan)}
+                counts, problem = await self.autoscaling.scale(body, plan)
                 if problem is not None:
-                    tending = ChildFailure(REASON_FAILED_UPDATE, problem)
-                counts = self.autoscaling.counts(body, plan)
+                    tending = ChildFailure(REASON_FAILED_DELETE, problem)
                 children = _with_counts(children, counts)
-                before = {name: _replicas(self.deployments.get(meta["namespace"], name))
-                          for name in counts}
                 worker_desired = counts.get(worker_name(meta["name"]), worker_desired)
             rest = children
             for stage in _STAGES:
@@ -349,6 +353,7 @@ class RayController:
                 results = await asyncio.gather(*(self._ensure(body, d) for d in rest))
                 failure = next((r for r in results if r), None)
                 if failure is None and counts:
+                    self.autoscaling.written(plan)
                     self.autoscaling.report_scaling(body, plan, before, counts)
             failure = await self._remove_unasked(body, children) or failure or tending
             body = await self.redis.keep_finalizer(body, plan.gcs_ft is not None)
@@ -365,7 +370,10 @@ class RayController:
         else:  # an invalid spec: the groups as last shown, still counted
             shown = (body.get("status") or {}).get("workerGroups") or []
             groups = tuple((str(g.get("name")), int(g.get("desired") or 0)) for g in shown)
-        scaling = self._scaling_status(body, plan, counts) if plan is not None else None
+        if plan is not None:
+            scaling = self._scaling_status(body, plan, counts)
+        else:  # an invalid edit: what the autoscaler reads stays until the spec is valid again
+            scaling = _kept_scaling_status(body)
         in_sync = await self._write_status(
             body, key, generation, head_desired, worker_desired, failure, suspended, groups,
             scaling,
@@ -643,6 +651,19 @@ class RayController:
             owner, "Normal", REASON_UPDATED, f"Successfully update the {noun} ({shown})"
         )
         return None
+
+
+def _kept_scaling_status(ray: Obj) -> Observed | None:
+    """The autoscaler's view as last written, for a Ray whose spec cannot be planned now.
+
+    Dropped, it would tell the autoscaler every pod is gone: it would launch for them and
+    forget the pods it named for removal.
+    """
+    shown = (ray.get("status") or {}).get("autoscaling")
+    if not shown or not _asks_for_autoscaling(ray):
+        return None
+    return Observed(generation=None, head_desired=0, worker_desired=0, head=None, worker=None,
+                    autoscaling=shown)
 
 
 def _asks_for_autoscaling(ray: Obj) -> bool:

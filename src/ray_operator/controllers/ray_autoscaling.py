@@ -5,11 +5,12 @@ names the pods it drained in ``scaleStrategy.workersToDelete``. Here the operato
 
 - lists the cluster's pods for it in ``status.autoscaling.nodes`` (the autoscaler may read its
   ``Ray`` and nothing else);
-- sets the ``ray.kubeflow.org/in-service`` readiness gate True on every new worker;
-- on a named pod sets the lowest ``pod-deletion-cost``, then the gate and ``Ready`` False, and
-  only once both show lowers the Deployment's count by as many pods: the ReplicaSet controller
-  removes pods that are not ready first, and among them those of lowest cost, so it removes
-  exactly the named ones (only a pod not yet running, which holds no work, ranks before them);
+- deletes the named pods itself, those and no other (a uid precondition: never a namesake), and
+  lowers the Deployment's count by as many as leave. The ReplicaSet controller is thus never
+  left to choose among running workers: if it sees a named pod go before the count drops, it
+  makes a replacement, and removes that one when the count drops (a pod on no node yet ranks
+  before every other). A removal and a launch that land together, or a removal at
+  ``minReplicas``, replace the drained worker by a new one, as Ray asked;
 - holds any other drop of the count (a hand edit) and says so; never lowers a Deployment that is
   rolling out (its ReplicaSets would be scaled in proportion, not by rank);
 - reports counts outside ``[minReplicas, maxReplicas]``, scale events and infeasible requests.
@@ -25,9 +26,7 @@ from typing import Any
 
 from ray_operator.api.constants import (
     ANNOTATION_AUTOSCALER_REQUEST,
-    ANNOTATION_DELETION_COST,
     ANNOTATION_INFEASIBLE,
-    GATE_IN_SERVICE,
     LABEL_AUTOSCALING,
     LABEL_CLUSTER,
     LABEL_ROLE,
@@ -36,14 +35,10 @@ from ray_operator.api.constants import (
     REASON_SCALE_DOWN_HELD,
     REASON_SCALED_DOWN,
     REASON_SCALED_UP,
-    ROLE_HEAD,
     ROLE_WORKER,
 )
-from ray_operator.builders.autoscaling import LOWEST_DELETION_COST as LOWEST_COST
 from ray_operator.builders.autoscaling import (
     allowed_replicas,
-    gate_state,
-    marked_for_removal,
     node_state,
 )
 from ray_operator.builders.ray_cluster import (
@@ -135,6 +130,9 @@ class Autoscaling:
     cluster_pods: dict[Key, set[str]] = field(default_factory=dict)
     # Ray uid -> the infeasible requests last reported (an event per change, not per write).
     infeasible: dict[str, str] = field(default_factory=dict)
+    # (namespace, Deployment) -> the pods deleted for Ray whose count is not written down yet:
+    # they still lower it once they are gone from the cache and from workersToDelete.
+    removed: dict[Key, set[str]] = field(default_factory=dict)
 
     def on_pod(self, event_type: str, body: Obj) -> Key | None:
         """Index a pod of an autoscaled cluster by its cluster; that cluster's key.
@@ -167,96 +165,100 @@ class Autoscaling:
         """The cluster's pods' versions (a settled reconcile is redone when one changes)."""
         return tuple(str(p["metadata"].get("resourceVersion")) for p in self.pods_of(key))
 
-    # --- the pods ---------------------------------------------------------------------------
-    async def tend(self, plan: ClusterPlan) -> str | None:
-        """Gate new workers in, mark named ones for removal; what failed, if anything."""
-        named = {name for g in groups_of(plan) for name in g.pods.to_delete}
-        for pod in list(self.pods_of((plan.namespace, plan.name))):
-            meta = pod["metadata"]
-            if meta.get("deletionTimestamp") or (meta.get("labels") or {}).get(LABEL_ROLE) in (
-                None, ROLE_HEAD
-            ):
-                continue
-            try:
-                if meta["name"] in named:
-                    await self._mark(pod)
-                elif gate_state(pod) is None:
-                    await self._gate(pod, "True", "InService", "a worker of the cluster")
-            except KubeError as exc:
-                if exc.not_found:
-                    continue
-                return f"Failed to prepare pod {meta['name']} for Ray's autoscaler: {exc.message}"
-        return None
+    # --- the pods and the counts -------------------------------------------------------------
+    async def scale(self, owner: Obj, plan: ClusterPlan) -> tuple[dict[str, int], str | None]:
+        """Remove the pods Ray named; Deployment name -> the count it may take now.
 
-    async def _mark(self, pod: Obj) -> None:
-        meta = pod["metadata"]
-        if marked_for_removal(pod):
-            return
-        if (meta.get("annotations") or {}).get(ANNOTATION_DELETION_COST) != LOWEST_COST:
-            patch = {"metadata": {"annotations": {ANNOTATION_DELETION_COST: LOWEST_COST}}}
-            pod = await self.kube.patch(POD, meta["name"], patch, meta["namespace"])
-            self.pods.remember(pod)
-        await self._gate(pod, "False", "DrainedByRay",
-                         "Ray drained this worker and its autoscaler asked for its removal")
-
-    async def _gate(self, pod: Obj, status: str, reason: str, message: str) -> None:
-        now = now_rfc3339()
-        conditions = [{"type": GATE_IN_SERVICE, "status": status, "reason": reason,
-                       "message": message, "lastTransitionTime": now}]
-        if status == "False":
-            # What the kubelet concludes from the gate, written at once: the ReplicaSet
-            # controller ranks by Ready, and the count drops only once this shows.
-            conditions.append({"type": "Ready", "status": "False",
-                               "reason": "ReadinessGatesNotReady", "lastTransitionTime": now,
-                               "message": f"the gate {GATE_IN_SERVICE} is False"})
-        meta = pod["metadata"]
-        updated = await self.kube.patch(POD, meta["name"], {"status": {"conditions": conditions}},
-                                        meta["namespace"], subresource="status",
-                                        patch_type="strategic")
-        self.pods.remember(updated)
-
-    # --- the counts -------------------------------------------------------------------------
-    def counts(self, owner: Obj, plan: ClusterPlan) -> dict[str, int]:
-        """Deployment name -> the count it may take now (see allowed_replicas)."""
+        Also what failed, if anything (a pod that could not be deleted keeps its count).
+        """
         key = (plan.namespace, plan.name)
-        pods = [p for p in self.pods_of(key) if not p["metadata"].get("deletionTimestamp")]
-        allowed = {}
+        allowed: dict[str, int] = {}
+        failed = None
         for group in groups_of(plan):
-            if group.pods.requested is not None:
-                self.events.emit_once(
-                    owner, "Warning", REASON_REPLICAS_CLAMPED,
-                    f"{group.path}.replicas {group.pods.requested} is outside "
-                    f"[minReplicas {group.pods.minimum}, maxReplicas "
-                    f"{group.pods.maximum}]: the group runs {group.pods.replicas}")
             deployment = self.deployments.get(plan.namespace, group.deployment)
             current = None if deployment is None else int(deployment["spec"].get("replicas", 0))
-            mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_ROLE)
-                    == group.node_type]
-            removable = sum(1 for p in mine if p["metadata"]["name"] in group.pods.to_delete
-                            and marked_for_removal(p))
+            mine = [p for p in self.pods_of(key)
+                    if (p["metadata"].get("labels") or {}).get(LABEL_ROLE) == group.node_type]
+            named = [p for p in mine if p["metadata"]["name"] in group.pods.to_delete]
+            removed = []
+            for pod in named:
+                if pod["metadata"].get("deletionTimestamp") or plan.suspended:
+                    continue
+                problem = await self._delete(pod)
+                if problem is None:
+                    removed.append(pod["metadata"]["name"])
+                else:
+                    failed = failed or problem
+            gone = self.removed.setdefault((plan.namespace, group.deployment), set())
+            gone.update(removed)
+            leaving = gone | {p["metadata"]["name"] for p in self.pods_of(key)
+                              if p["metadata"]["name"] in group.pods.to_delete}
             if deployment is not None and _deployment_rolling(deployment):
-                removable = 0
-            count = allowed_replicas(group.pods.replicas, current, removable)
+                leaving = set()
+            count = allowed_replicas(group.pods.replicas, current, len(leaving))
             if plan.suspended:
                 count = 0  # the user stops every pod: no worker is kept for Ray's choice
             allowed[group.deployment] = count
-            if current is not None and count > group.pods.replicas and not any(
-                p["metadata"]["name"] in group.pods.to_delete for p in mine
-            ):
+            if removed:
+                names = ", ".join(sorted(removed))
+                change = (f"{current} -> {count} workers; leaving" if current is not None
+                          and count < current else f"{count} workers; replaced")
+                self.events.emit(owner, "Normal", REASON_SCALED_DOWN,
+                                 f"worker group {group.node_type}: {change}, drained by Ray: "
+                                 f"{names}")
+            if current is not None and count > group.pods.replicas and not named:
                 self.events.emit_once(
                     owner, "Normal", REASON_SCALE_DOWN_HELD,
                     f"{group.path}.replicas is {group.pods.replicas} but {count} "
                     "workers run: with spec.autoscaling a worker leaves only once Ray has "
                     "drained it (idle for idleTimeoutSeconds) and its autoscaler names it in "
                     "scaleStrategy.workersToDelete")
-        return allowed
+        return allowed, failed
+
+    async def _delete(self, pod: Obj) -> str | None:
+        meta = pod["metadata"]
+        try:
+            await self.kube.delete(POD, meta["name"], meta["namespace"], uid=meta.get("uid"))
+        except KubeError as exc:
+            if exc.conflict:
+                return None  # another pod of that name now: not the one Ray drained
+            return f"Failed to delete pod {meta['name']}, which Ray drained: {exc.message}"
+        # Terminating from now on, in the cache too (its watch event says the same soon).
+        self.pods.remember({**pod, "metadata": {**meta, "deletionTimestamp": now_rfc3339(),
+                                                "resourceVersion": meta.get("resourceVersion")}})
+        return None
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A Ray deleted: nothing of its groups is kept."""
+        for key in [k for k in self.removed if k[0] == namespace
+                    and k[1].startswith(worker_name(name))]:
+            del self.removed[key]
+
+    def written(self, plan: ClusterPlan) -> None:
+        """The counts of :meth:`scale` are written: the pods it deleted are counted out."""
+        for group in groups_of(plan):
+            self.removed.pop((plan.namespace, group.deployment), None)
+
+    def report_clamped(self, owner: Obj, plan: ClusterPlan) -> None:
+        """A Warning for each group whose written count lies outside its bounds."""
+        for group in groups_of(plan):
+            if group.pods.requested is None:
+                continue
+            high = "unbounded" if group.pods.maximum is None else group.pods.maximum
+            self.events.emit_once(
+                owner, "Warning", REASON_REPLICAS_CLAMPED,
+                f"{group.path}.replicas {group.pods.requested} is outside "
+                f"[minReplicas {group.pods.minimum}, maxReplicas {high}]: the group runs "
+                f"{group.pods.replicas}")
 
     def report_scaling(self, owner: Obj, plan: ClusterPlan, before: dict[str, int | None],
                        after: dict[str, int]) -> None:
-        """ScaledUp / ScaledDown events for the counts just written, with their reason."""
+        """ScaledUp events for the counts just raised, with their reason.
+
+        ScaledDown comes with the pods' removal (see :meth:`scale`).
+        """
         if plan.suspended:
             return  # Health says Suspended: the counts are the user's, not Ray's
-        key = (plan.namespace, plan.name)
         asked = _last_request(owner)
         for group in groups_of(plan):
             old, new = before.get(group.deployment), after.get(group.deployment)
@@ -271,13 +273,6 @@ class Autoscaling:
                     owner, "Normal", REASON_SCALED_UP,
                     f"worker group {group.node_type}: {old} -> {new} workers (at most "
                     f"{group.pods.maximum}): {why}")
-                continue
-            leaving = sorted(p["metadata"]["name"] for p in self.pods_of(key)
-                             if p["metadata"]["name"] in group.pods.to_delete)
-            self.events.emit(
-                owner, "Normal", REASON_SCALED_DOWN,
-                f"worker group {group.node_type}: {old} -> {new} workers; leaving, drained by "
-                f"Ray: {', '.join(leaving) or 'none'}")
 
     def report_infeasible(self, owner: Obj) -> str | None:
         """The infeasible requests on the Ray, as a Warning event when they change; in words."""
