@@ -353,7 +353,6 @@ class RayController:
                 results = await asyncio.gather(*(self._ensure(body, d) for d in rest))
                 failure = next((r for r in results if r), None)
                 if failure is None and counts:
-                    self.autoscaling.written(plan)
                     self.autoscaling.report_scaling(body, plan, before, counts)
             failure = await self._remove_unasked(body, children) or failure or tending
             body = await self.redis.keep_finalizer(body, plan.gcs_ft is not None)

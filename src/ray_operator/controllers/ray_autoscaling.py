@@ -130,9 +130,10 @@ class Autoscaling:
     cluster_pods: dict[Key, set[str]] = field(default_factory=dict)
     # Ray uid -> the infeasible requests last reported (an event per change, not per write).
     infeasible: dict[str, str] = field(default_factory=dict)
-    # (namespace, Deployment) -> the pods deleted for Ray whose count is not written down yet:
-    # they still lower it once they are gone from the cache and from workersToDelete.
-    removed: dict[Key, set[str]] = field(default_factory=dict)
+    # (namespace, Deployment) -> the pods deleted for Ray and the count that leaves them out:
+    # until the Deployment shows that count they still lower it, gone from the cache and from
+    # workersToDelete or not (a failed write must not turn into a held scale-down).
+    removed: dict[Key, tuple[frozenset[str], int]] = field(default_factory=dict)
 
     def on_pod(self, event_type: str, body: Obj) -> Key | None:
         """Index a pod of an autoscaled cluster by its cluster; that cluster's key.
@@ -189,15 +190,20 @@ class Autoscaling:
                     removed.append(pod["metadata"]["name"])
                 else:
                     failed = failed or problem
-            gone = self.removed.setdefault((plan.namespace, group.deployment), set())
-            gone.update(removed)
+            slot = (plan.namespace, group.deployment)
+            earlier, counted_out = self.removed.pop(slot, (frozenset(), -1))
+            if current is not None and current <= counted_out:
+                earlier = frozenset()  # that count is written: they are counted out
+            gone = earlier | set(removed)
             leaving = gone | {p["metadata"]["name"] for p in self.pods_of(key)
                               if p["metadata"]["name"] in group.pods.to_delete}
             if deployment is not None and _deployment_rolling(deployment):
-                leaving = set()
+                leaving = frozenset()
             count = allowed_replicas(group.pods.replicas, current, len(leaving))
             if plan.suspended:
                 count = 0  # the user stops every pod: no worker is kept for Ray's choice
+            if gone:
+                self.removed[slot] = (frozenset(gone), count)
             allowed[group.deployment] = count
             if removed:
                 names = ", ".join(sorted(removed))
@@ -233,11 +239,6 @@ class Autoscaling:
         for key in [k for k in self.removed if k[0] == namespace
                     and k[1].startswith(worker_name(name))]:
             del self.removed[key]
-
-    def written(self, plan: ClusterPlan) -> None:
-        """The counts of :meth:`scale` are written: the pods it deleted are counted out."""
-        for group in groups_of(plan):
-            self.removed.pop((plan.namespace, group.deployment), None)
 
     def report_clamped(self, owner: Obj, plan: ClusterPlan) -> None:
         """A Warning for each group whose written count lies outside its bounds."""
