@@ -88,7 +88,7 @@ async def main() -> int:
         print((ROOT / "examples" / "ray-simple.yaml").read_text())
         show(cp, "apply", "-f", str(ROOT / "examples" / "ray-simple.yaml"))
 
-        say("Waiting for Health=True (Ray starts in 4 pods; one to three minutes on 2 cores)")
+        say("Waiting for Health=True (Ray starts in 4 pods; about 45 s on 2 cores)")
         await wait_healthy(kube, "sample-cluster", timeout=300)
         show(cp, "get", "rays")
         show(cp, "get", "deployments,services,pods", "-o", "wide")
