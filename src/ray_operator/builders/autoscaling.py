@@ -145,7 +145,7 @@ def allowed_replicas(desired: int, current: int | None, leaving: int) -> int:
 
     Up at once. Down only by the pods Ray drained and named that are leaving (the operator
     deletes them itself): the ReplicaSet then has nothing of its own to choose, and at most
-    removes a replacement it has just made, which ranks first as it is on no node yet. A lower
+    removes a replacement it has just made, which ranks first while it is Pending. A lower
     count with no such pod (a hand edit) waits for Ray to drain workers.
     """
     if current is None or desired >= current:

@@ -204,8 +204,7 @@ class RayController:
         if event_type == "DELETED":
             self.queue.forget(key)
             self.events.forget(str(body["metadata"].get("uid")))
-            self.autoscaling.infeasible.pop(str(body["metadata"].get("uid")), None)
-            self.autoscaling.forget(*key)
+            self.autoscaling.forget(key, str(body["metadata"].get("uid")))
             self.last_status_write.pop(key, None)
             self.held_status.pop(key, None)
             self.plans.pop(key, None)

@@ -6,10 +6,11 @@ names the pods it drained in ``scaleStrategy.workersToDelete``. Here the operato
 - lists the cluster's pods for it in ``status.autoscaling.nodes`` (the autoscaler may read its
   ``Ray`` and nothing else);
 - deletes the named pods itself, those and no other (a uid precondition: never a namesake), and
-  lowers the Deployment's count by as many as leave. The ReplicaSet controller is thus never
+  lowers the Deployment's count by as many as leave. The ReplicaSet controller is thus not
   left to choose among running workers: if it sees a named pod go before the count drops, it
-  makes a replacement, and removes that one when the count drops (a pod on no node yet ranks
-  before every other). A removal and a launch that land together, or a removal at
+  makes a replacement, and removes that one when the count drops, as long as it is still
+  Pending (a Ready replacement ranks after a worker that is not Ready: the known gap the README
+  states). A removal and a launch that land together, or a removal at
   ``minReplicas``, replace the drained worker by a new one, as Ray asked;
 - holds any other drop of the count (a hand edit) and says so; never lowers a Deployment that is
   rolling out (its ReplicaSets would be scaled in proportion, not by rank);
@@ -130,10 +131,10 @@ class Autoscaling:
     cluster_pods: dict[Key, set[str]] = field(default_factory=dict)
     # Ray uid -> the infeasible requests last reported (an event per change, not per write).
     infeasible: dict[str, str] = field(default_factory=dict)
-    # (namespace, Deployment) -> the pods deleted for Ray and the count that leaves them out:
-    # until the Deployment shows that count they still lower it, gone from the cache and from
+    # Ray -> Deployment -> the pods deleted for Ray and the count that leaves them out: until
+    # the Deployment shows that count they still lower it, gone from the cache and from
     # workersToDelete or not (a failed write must not turn into a held scale-down).
-    removed: dict[Key, tuple[frozenset[str], int]] = field(default_factory=dict)
+    removed: dict[Key, dict[str, tuple[frozenset[str], int]]] = field(default_factory=dict)
 
     def on_pod(self, event_type: str, body: Obj) -> Key | None:
         """Index a pod of an autoscaled cluster by its cluster; that cluster's key.
@@ -190,8 +191,8 @@ class Autoscaling:
                     removed.append(pod["metadata"]["name"])
                 else:
                     failed = failed or problem
-            slot = (plan.namespace, group.deployment)
-            earlier, counted_out = self.removed.pop(slot, (frozenset(), -1))
+            slots = self.removed.setdefault(key, {})
+            earlier, counted_out = slots.pop(group.deployment, (frozenset(), -1))
             if current is not None and current <= counted_out:
                 earlier = frozenset()  # that count is written: they are counted out
             gone = earlier | set(removed)
@@ -203,7 +204,7 @@ class Autoscaling:
             if plan.suspended:
                 count = 0  # the user stops every pod: no worker is kept for Ray's choice
             if gone:
-                self.removed[slot] = (frozenset(gone), count)
+                slots[group.deployment] = (frozenset(gone), count)
             allowed[group.deployment] = count
             if removed:
                 names = ", ".join(sorted(removed))
@@ -230,15 +231,13 @@ class Autoscaling:
                 return None  # another pod of that name now: not the one Ray drained
             return f"Failed to delete pod {meta['name']}, which Ray drained: {exc.message}"
         # Terminating from now on, in the cache too (its watch event says the same soon).
-        self.pods.remember({**pod, "metadata": {**meta, "deletionTimestamp": now_rfc3339(),
-                                                "resourceVersion": meta.get("resourceVersion")}})
+        self.pods.remember({**pod, "metadata": {**meta, "deletionTimestamp": now_rfc3339()}})
         return None
 
-    def forget(self, namespace: str, name: str) -> None:
-        """A Ray deleted: nothing of its groups is kept."""
-        for key in [k for k in self.removed if k[0] == namespace
-                    and k[1].startswith(worker_name(name))]:
-            del self.removed[key]
+    def forget(self, key: Key, uid: str) -> None:
+        """A Ray deleted: nothing of it is kept."""
+        self.removed.pop(key, None)
+        self.infeasible.pop(uid, None)
 
     def report_clamped(self, owner: Obj, plan: ClusterPlan) -> None:
         """A Warning for each group whose written count lies outside its bounds."""

@@ -273,12 +273,9 @@ class PodRunner:
             await self._supervise(local, pod)
         except asyncio.CancelledError:
             raise
-        except KubeError as exc:
-            if not exc.not_found:
-                log.exception("pod %s/%s failed to start", *local.key)
-                await self._write_failed(local, str(exc))
-            # Not found: deleted while it started (a ReplicaSet's short-lived replacement).
         except Exception as exc:  # noqa: BLE001 - reported on the pod, as a kubelet would
+            if isinstance(exc, KubeError) and exc.not_found:
+                return  # deleted while it started (a ReplicaSet's short-lived replacement)
             log.exception("pod %s/%s failed to start", *local.key)
             await self._write_failed(local, str(exc))
 
