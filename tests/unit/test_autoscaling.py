@@ -189,6 +189,46 @@ def test_turning_autoscaling_off_leaves_no_label_or_variable_behind() -> None:
                               on[("Deployment", "elastic-worker")])
     assert "spec.template.metadata.labels[ray.kubeflow.org/autoscaling]" in found
     assert "spec.template.spec.containers[ray-worker].env[RAY_NODE_TYPE_NAME]" in found
+    assert "spec.template.spec.schedulingGates[ray.kubeflow.org/worker-count-settled]" in found
+
+
+def test_new_workers_of_autoscaled_groups_wait_for_the_operators_gate() -> None:
+    doc = autoscaled_ray()
+    user_gate = {"name": "example.com/quota"}
+    doc["spec"]["worker"]["template"]["spec"]["schedulingGates"] = [user_gate]
+    children = by_name(build_children(plan_of(doc), "CODE"))
+    gate = {"name": "ray.kubeflow.org/worker-count-settled"}
+    worker = children[("Deployment", "elastic-worker")]["spec"]["template"]["spec"]
+    assert worker["schedulingGates"] == [user_gate, gate]
+    group = children[("Deployment", "elastic-worker-gpu")]["spec"]["template"]["spec"]
+    assert group["schedulingGates"] == [gate]
+    # The head is never held, nor the autoscaler that would lift nothing without it.
+    for name in ("elastic-head", "elastic-autoscaler"):
+        assert "schedulingGates" not in children[("Deployment", name)]["spec"]["template"]["spec"]
+    # A cluster recorded at revision 3 keeps its templates on an operator upgrade.
+    report = validate_ray(autoscaled_ray(), in_cluster=True)
+    assert report.resource is not None
+    old = by_name(build_children(plan_cluster(report.resource,
+                                              Defaults(3, builtin_templates(3, IMAGE))), "CODE"))
+    for name in ("elastic-worker", "elastic-worker-gpu"):
+        assert "schedulingGates" not in old[("Deployment", name)]["spec"]["template"]["spec"]
+
+
+def test_the_gate_is_lifted_from_one_pod_leaving_other_gates() -> None:
+    gate = {"name": "ray.kubeflow.org/worker-count-settled"}
+    quota = {"name": "example.com/quota"}
+    pod = {"metadata": {"name": "w-1", "uid": "u-9"}, "spec": {"schedulingGates": [quota, gate]}}
+    assert autoscaling.gate_held(pod)
+    assert autoscaling.gate_lift_patch(pod) == [
+        {"op": "test", "path": "/metadata/uid", "value": "u-9"},
+        {"op": "test", "path": "/spec/schedulingGates", "value": [quota, gate]},
+        {"op": "replace", "path": "/spec/schedulingGates", "value": [quota]},
+    ]
+    alone = {"metadata": {"name": "w-2", "uid": "u-8"}, "spec": {"schedulingGates": [gate]}}
+    assert autoscaling.gate_lift_patch(alone)[-1] == {
+        "op": "remove", "path": "/spec/schedulingGates"}
+    assert not autoscaling.gate_held({"spec": {"schedulingGates": [gate], "nodeName": "n"}})
+    assert not autoscaling.gate_held({"spec": {"schedulingGates": [quota]}})
 
 
 @pytest.mark.parametrize(("desired", "current", "leaving", "allowed"), [

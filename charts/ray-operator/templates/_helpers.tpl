@@ -126,9 +126,10 @@ Shared by the ClusterRole (cluster-wide) and the Role of each watched namespace.
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # The runner Pod (delete: one that ended before its job is replaced, up to backoffLimit).
 # delete also: a worker Ray's autoscaler drained and named for removal (spec.autoscaling).
+# patch: lift the scheduling gate of an autoscaled group's new worker once its count settled.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The runner's own identity: it may read and update its ConfigMap only. Granting that in a Role
 # requires holding the same rights (configmaps above), so no bind/escalate verbs are needed.
 # An autoscaled Ray's autoscaler may get and patch that one Ray: the same rights as above,

@@ -10,7 +10,9 @@ and, to scale down, ``scaleStrategy.workersToDelete`` with the pods it drained. 
 Every Ray node of the cluster carries ``RAY_CLOUD_INSTANCE_ID`` (its pod's name) and
 ``RAY_NODE_TYPE_NAME`` (its group), by which the autoscaler matches Ray nodes to pods. The pods
 Ray drained and named are deleted by the operator itself, exactly those, and the Deployment's
-count follows (see :func:`allowed_replicas`).
+count follows (see :func:`allowed_replicas`). A new worker of an autoscaled group is created with
+a scheduling gate that the operator lifts once the group's count is settled (see
+:func:`gated_worker_template`).
 
 What this module builds for a cluster is part of the builder revision (``builders.defaults``):
 changing it for existing clusters would restart their autoscaler on an operator upgrade.
@@ -23,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ray_operator.api.constants import LABEL_AUTOSCALING, PORT_GCS, ROLE_HEAD
+from ray_operator.api.constants import GROUP, LABEL_AUTOSCALING, PORT_GCS, ROLE_HEAD
 from ray_operator.api.node_shape import RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, node_shape
 
 Obj = dict[str, Any]
@@ -31,6 +33,8 @@ Obj = dict[str, Any]
 ENV_CLOUD_INSTANCE_ID: Final = "RAY_CLOUD_INSTANCE_ID"
 ENV_NODE_TYPE_NAME: Final = "RAY_NODE_TYPE_NAME"
 ENV_AUTOSCALER_V2: Final = "RAY_enable_autoscaler_v2"
+# Holds a new worker of an autoscaled group unscheduled until the operator lifts it.
+SCHEDULING_GATE: Final = f"{GROUP}/worker-count-settled"
 # What the autoscaler pod is told (read by ray_operator.autoscaling.node_provider).
 ENV_GCS_ADDRESS: Final = "RAY_OPERATOR_GCS_ADDRESS"
 ENV_RAY_NAME: Final = "RAY_OPERATOR_RAY"
@@ -90,6 +94,47 @@ def autoscaled_template(template: Obj) -> Obj:
     return template
 
 
+def gated_worker_template(template: Obj) -> Obj:
+    """A worker template whose pods wait, unscheduled, for the operator to lift a gate.
+
+    Why: to remove the workers Ray drained, the operator deletes them and then lowers the
+    Deployment's count. In between, the ReplicaSet controller may create a replacement, and
+    when the count drops it removes the pod that ranks first. An unscheduled pod always ranks
+    first; a running one that is Ready would rank after a busy worker that is not Ready. The
+    gate keeps every new pod unscheduled until no such removal is pending (lifted by the
+    operator, ``controllers.ray_autoscaling``), so the ReplicaSet never picks a running worker.
+    """
+    template = copy.deepcopy(template)
+    spec = template.setdefault("spec", {})
+    gates = [g for g in spec.get("schedulingGates") or [] if g.get("name") != SCHEDULING_GATE]
+    spec["schedulingGates"] = [*gates, {"name": SCHEDULING_GATE}]
+    return template
+
+
+def gate_held(pod: Obj) -> bool:
+    """The pod still waits for the operator's gate (and is not yet scheduled)."""
+    spec = pod.get("spec") or {}
+    return not spec.get("nodeName") and any(
+        g.get("name") == SCHEDULING_GATE for g in spec.get("schedulingGates") or [])
+
+
+def gate_lift_patch(pod: Obj) -> list[Obj]:
+    """A JSON patch that lifts the operator's gate from that pod, and only from that one.
+
+    It tests the uid (never a namesake) and the gates as read (a concurrent change fails the
+    patch, to be retried from the newer pod).
+    """
+    gates = pod["spec"].get("schedulingGates") or []
+    rest = [g for g in gates if g.get("name") != SCHEDULING_GATE]
+    lift: Obj = ({"op": "replace", "path": "/spec/schedulingGates", "value": rest} if rest
+                 else {"op": "remove", "path": "/spec/schedulingGates"})
+    return [
+        {"op": "test", "path": "/metadata/uid", "value": pod["metadata"]["uid"]},
+        {"op": "test", "path": "/spec/schedulingGates", "value": gates},
+        lift,
+    ]
+
+
 def autoscaling_env(node_type: str) -> list[Obj]:
     """What every Ray container of an autoscaled cluster is given."""
     return [
@@ -145,7 +190,8 @@ def allowed_replicas(desired: int, current: int | None, leaving: int) -> int:
 
     Up at once. Down only by the pods Ray drained and named that are leaving (the operator
     deletes them itself): the ReplicaSet then has nothing of its own to choose, and at most
-    removes a replacement it has just made, which ranks first while it is Pending. A lower
+    removes a replacement it has just made, which ranks first, being gated and unscheduled
+    (:func:`gated_worker_template`). A lower
     count with no such pod (a hand edit) waits for Ray to drain workers.
     """
     if current is None or desired >= current:

@@ -28,9 +28,12 @@ Obj = dict[str, Any]
 
 # The builder revision new clusters get. Raise it (and keep the old branches) whenever what the
 # builders make of the same spec changes.
-CURRENT_REVISION: Final = 3
+CURRENT_REVISION: Final = 4
 # From this revision on, every worker waits for the head's GCS (builders.gcs_wait).
 WAIT_FOR_GCS_FROM: Final = 3
+# From this revision on, an autoscaled group's new workers wait for the operator to let them be
+# scheduled (builders.autoscaling.gated_worker_template).
+GATE_AUTOSCALED_WORKERS_FROM: Final = 4
 # The value a user writes to the annotation to move a cluster to today's defaults.
 USE_CURRENT: Final = "current"
 ROLES: Final = (ROLE_HEAD, ROLE_WORKER)
@@ -70,7 +73,7 @@ def builtin_templates(revision: int, ray_image: str) -> dict[str, Obj]:
             ROLE_HEAD: default_head_template_v1(ray_image),
             ROLE_WORKER: default_worker_template_v1(ray_image),
         }
-    if revision in (2, 3):  # 3 changed what is built around the templates, not the templates
+    if revision in (2, 3, 4):  # 3 and 4 changed what is built around the templates only
         return {
             ROLE_HEAD: default_head_template_v2(ray_image),
             ROLE_WORKER: default_worker_template_v2(ray_image),

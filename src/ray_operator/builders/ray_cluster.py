@@ -37,6 +37,7 @@ from ray_operator.api.ray import (
 )
 from ray_operator.builders.autoscaling import (
     AUTOSCALING_ENV_NAMES,
+    SCHEDULING_GATE,
     ScaledGroup,
     autoscaled_template,
     autoscaler_name,
@@ -45,8 +46,14 @@ from ray_operator.builders.autoscaling import (
     autoscaling_env,
     build_autoscaler_configmap,
     build_autoscaler_rbac,
+    gate_held,
+    gated_worker_template,
 )
-from ray_operator.builders.defaults import WAIT_FOR_GCS_FROM, Defaults
+from ray_operator.builders.defaults import (
+    GATE_AUTOSCALED_WORKERS_FROM,
+    WAIT_FOR_GCS_FROM,
+    Defaults,
+)
 from ray_operator.builders.gcs_wait import WAIT_CONTAINER, with_gcs_wait
 
 Obj = dict[str, Any]
@@ -410,7 +417,7 @@ def _optional_env_names(template: Obj) -> set[tuple[str, str]]:
 
 
 def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
-    """Variables of ``spec.auth`` or ``spec.gcsFaultTolerance`` left after they were removed.
+    """What ``spec.auth``, ``spec.gcsFaultTolerance`` or ``spec.autoscaling`` left when removed.
 
     The drift compare keeps list items others added, so it would keep ours too: pods would go
     on asking for a Secret that is gone, or a Redis nobody wants.
@@ -429,6 +436,10 @@ def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
         (want.get("metadata") or {}).get("labels") or {}
     ):
         found.append(f"spec.template.metadata.labels[{LABEL_AUTOSCALING}]")
+    # The autoscaled workers' gate: with autoscaling off, nobody would lift it.
+    if gate_held({"spec": have.get("spec") or {}}) and not gate_held(
+            {"spec": want.get("spec") or {}}):
+        found.append(f"spec.template.spec.schedulingGates[{SCHEDULING_GATE}]")
     return found
 
 
@@ -448,6 +459,8 @@ def _pod_template(plan: ClusterPlan, role: str, role_spec: RoleSpec, env: list[O
             container = ray_start_container(template, HEAD_CONTAINER)
             if container is not None:
                 _add_start_flags(container, ["--no-monitor"])
+        elif plan.revision >= GATE_AUTOSCALED_WORKERS_FROM:
+            template = gated_worker_template(template)
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**metadata.get("labels", {}), **_labels(plan, role)}
     return template

@@ -8,10 +8,11 @@ names the pods it drained in ``scaleStrategy.workersToDelete``. Here the operato
 - deletes the named pods itself, those and no other (a uid precondition: never a namesake), and
   lowers the Deployment's count by as many as leave. The ReplicaSet controller is thus not
   left to choose among running workers: if it sees a named pod go before the count drops, it
-  makes a replacement, and removes that one when the count drops, as long as it is still
-  Pending (a Ready replacement ranks after a worker that is not Ready: the known gap the README
-  states). A removal and a launch that land together, or a removal at
-  ``minReplicas``, replace the drained worker by a new one, as Ray asked;
+  makes a replacement, and removes that one when the count drops. That one ranks first because
+  it is not scheduled: new workers carry the operator's scheduling gate, lifted here only when
+  no removal is pending and no more pods live than the count. A removal and a launch that land
+  together, or a removal at ``minReplicas``, replace the drained worker by a new one, as Ray
+  asked;
 - holds any other drop of the count (a hand edit) and says so; never lowers a Deployment that is
   rolling out (its ReplicaSets would be scaled in proportion, not by rank);
 - reports counts outside ``[minReplicas, maxReplicas]``, scale events and infeasible requests.
@@ -40,6 +41,8 @@ from ray_operator.api.constants import (
 )
 from ray_operator.builders.autoscaling import (
     allowed_replicas,
+    gate_held,
+    gate_lift_patch,
     node_state,
 )
 from ray_operator.builders.ray_cluster import (
@@ -85,6 +88,19 @@ def _deployment_rolling(deployment: Obj) -> bool:
     replicas = int(status.get("replicas", 0) or 0)
     updated = int(status.get("updatedReplicas", 0) or 0)
     return not seen or updated < replicas
+
+
+def _template_rolling(deployment: Obj) -> bool:
+    """A rollout of a new template, as the Deployment controller has seen it.
+
+    Not a count the controller has yet to see: that may be a lowered one, whose surplus the
+    ReplicaSet is about to remove.
+    """
+    status = deployment.get("status") or {}
+    seen = int(status.get("observedGeneration", 0)) >= int(
+        deployment["metadata"].get("generation", 0))
+    return seen and int(status.get("updatedReplicas", 0) or 0) < int(
+        status.get("replicas", 0) or 0)
 
 
 def infeasible_message(text: str | None) -> str | None:
@@ -213,6 +229,9 @@ class Autoscaling:
                 self.events.emit(owner, "Normal", REASON_SCALED_DOWN,
                                  f"worker group {group.node_type}: {change}, drained by Ray: "
                                  f"{names}")
+            if (deployment is not None and current is not None and not plan.suspended
+                    and group.deployment not in slots):
+                failed = await self._lift_gates(mine, deployment, current, count) or failed
             if current is not None and count > group.pods.replicas and not named:
                 self.events.emit_once(
                     owner, "Normal", REASON_SCALE_DOWN_HELD,
@@ -221,6 +240,39 @@ class Autoscaling:
                     "drained it (idle for idleTimeoutSeconds) and its autoscaler names it in "
                     "scaleStrategy.workersToDelete")
         return allowed, failed
+
+    async def _lift_gates(self, mine: list[Obj], deployment: Obj, current: int,
+                          count: int) -> str | None:
+        """Let the group's gated pods be scheduled, once its ReplicaSet has none to remove.
+
+        No removal is pending here (the caller checked), the count is not lowered now, and no
+        more pods live than the count: the ReplicaSet will not remove one, so a pod let run
+        now cannot be the one that ranks ahead of a busy worker. A pod the cache has not seen
+        yet stays gated. In a rollout the Deployment controller removes old pods itself (the
+        user changed the template), and the new ones must run for it to go on.
+        """
+        alive = [p for p in mine if not p["metadata"].get("deletionTimestamp")
+                 and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")]
+        settled = count >= current and len(alive) <= current
+        if not settled and not _template_rolling(deployment):
+            return None
+        failed = None
+        for pod in alive:
+            if gate_held(pod):
+                failed = await self._lift(pod) or failed
+        return failed
+
+    async def _lift(self, pod: Obj) -> str | None:
+        meta = pod["metadata"]
+        try:
+            updated = await self.kube.patch(POD, meta["name"], gate_lift_patch(pod),
+                                            meta["namespace"], patch_type="json")
+        except KubeError as exc:
+            if exc.not_found or exc.status in (409, 422):
+                return None  # gone, or changed since read (the uid or gates test): its event
+            return f"Failed to let pod {meta['name']} be scheduled: {exc.message}"
+        self.pods.remember(updated)
+        return None
 
     async def _delete(self, pod: Obj) -> str | None:
         meta = pod["metadata"]

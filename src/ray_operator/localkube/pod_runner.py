@@ -242,6 +242,8 @@ class PodRunner:
                 known.ready = not known.ready
                 with contextlib.suppress(KubeError):
                     await self._write_status(known, pod, ready=known.ready)
+        if not pod["spec"].get("nodeName") and pod["spec"].get("schedulingGates"):
+            return  # not to be scheduled yet: a scheduler waits for its gates to go
         if known is None and pod.get("status", {}).get("phase") in (None, "Pending"):
             local = LocalPod(key=key, uid=meta["uid"], ip="", pod=pod)
             self.pods[key] = local

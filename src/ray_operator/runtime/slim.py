@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 Obj = dict[str, Any]
-_SPEC_KEPT = ("nodeName", "readinessGates")
+_SPEC_KEPT = ("nodeName", "readinessGates", "schedulingGates")
 _STATUS_KEPT = ("phase", "podIP", "reason", "message", "startTime")
 _CONDITION_KEPT = ("type", "status", "reason", "message")
 
