@@ -184,6 +184,37 @@ async def test_the_current_defaults_are_taken_when_the_user_asks(
     assert "2.60.0-py311" in ray["metadata"]["annotations"][ANNOTATION_DEFAULTS]
 
 
+async def test_a_record_missing_from_the_ray_is_taken_back_from_its_deployments(
+    kube: Kube, namespace: str, pod_runner: PodRunner, upgrades: Upgrades, tmp_path: Path
+) -> None:
+    """A new cluster's record goes on its head Deployment as it is created, and on the Ray
+    just after. An operator that finds it on the Deployment only (restarted in between, or
+    the annotation removed by hand) takes it from there: not its own newer defaults, nor the
+    first release's, and it writes none of the children."""
+    manifest = yaml.safe_load((ROOT / "examples" / "ray-simple.yaml").read_text())
+    await kube.apply_manifest(manifest, namespace)
+    await healthy(kube, namespace)
+    text = (await kube.get(RAY, NAME, namespace))["metadata"]["annotations"][ANNOTATION_DEFAULTS]
+    head = (await kube.get(DEPLOYMENT, f"{NAME}-head", namespace))["metadata"]["annotations"]
+    assert head[ANNOTATION_DEFAULTS] == text
+    before = await written(kube, namespace)
+
+    (upgrades.current or upgrades.session).stop()
+    await kube.patch(RAY, NAME, {"metadata": {"annotations": {ANNOTATION_DEFAULTS: None}}},
+                     namespace)
+    upgrades.current = upgrades.release.operator(
+        RAY_OPERATOR_RAY_IMAGE="rayproject/ray:9.9.9",
+        RAY_OPERATOR_DEFAULT_TEMPLATES=str(other_templates(tmp_path)),
+    ).start()
+    upgrades.current.wait_ready()
+    ray = await eventually(lambda: kube.get(RAY, NAME, namespace),
+                           lambda r: ANNOTATION_DEFAULTS in r["metadata"].get("annotations", {}),
+                           30, "the record back on the Ray")
+    assert ray["metadata"]["annotations"][ANNOTATION_DEFAULTS] == text
+    await upgrades.current.more_reconciles(4)
+    assert await written(kube, namespace) == before
+
+
 async def test_a_cluster_of_the_first_release_is_adopted_without_a_write(
     kube: Kube, baseline_namespace: str, upgrades: Upgrades
 ) -> None:

@@ -2,11 +2,12 @@
 
 When a ``Ray`` leaves out a head or worker template, the operator fills in a default one. That
 default is resolved once, when the cluster first needs it, and written to the annotation
-``ray.kubeflow.org/defaults`` of the ``Ray`` (JSON: the builder revision and each default
-template). From then on the children are built from the recorded templates, not from what the
-running operator would choose today: a new operator version, another ``RAY_OPERATOR_RAY_IMAGE`` or
-changed default templates reach an existing cluster only when its user asks, by setting the
-annotation to ``current``.
+``ray.kubeflow.org/defaults`` (JSON: the builder revision and each default template) of the
+head Deployment as it is created, and of the ``Ray`` once that exists (so that a burst of new
+clusters spends its requests on their children first). From then on the children are built
+from the recorded templates, not from what the running operator would choose today: a new
+operator version, another ``RAY_OPERATOR_RAY_IMAGE`` or changed default templates reach an
+existing cluster only when its user asks, by setting the annotation to ``current``.
 """
 
 from __future__ import annotations

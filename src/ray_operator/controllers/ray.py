@@ -410,18 +410,29 @@ class RayController:
             report.unknown_fields,
             self.settings.operator_namespace,
         )
-        validated = Validated(report, plan, build_children(plan, provider_code()))
+        children = _carrying_record(build_children(plan, provider_code()),
+                                    head_name(plan.name), recorded)
+        validated = Validated(report, plan, children)
         self.plans[key] = (uid, generation, recorded, validated)
         return validated, None
 
     async def _recorded_defaults(self, body: Obj, resource: RayResource) -> Defaults:
-        """The defaults this cluster was given, recorded first if they are not yet."""
+        """The defaults this cluster was given, recorded on it if they are not yet.
+
+        A new cluster's record goes on its Deployments as they are created (no request of its
+        own), and on the ``Ray`` at a later reconcile, once they exist: in a burst of new Rays
+        that reconcile waits with the status writes, so the creates go first. An operator
+        restarted in between finds the record on the Deployments.
+        """
         needed = roles_using_defaults(resource)
         recorded = read_defaults(body)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        own = self._own_deployments(body, ns, name)
         if recorded is None:
-            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-            own = self._own_deployments(body, ns, name)
-            if own and not asks_for_current(body):
+            carried = None if asks_for_current(body) else _carried_defaults(own)
+            if carried is not None:
+                recorded = carried
+            elif own and not asks_for_current(body):
                 # Made by the first release, which did not record its defaults: the running
                 # children say which image it chose. Record that, never today's default.
                 recorded = legacy_defaults(_images(own), self.settings.ray_image)
@@ -433,7 +444,7 @@ class RayController:
             recorded = recorded.with_templates({r: fresh.templates[r] for r in missing})
         text = recorded.annotation()
         annotations = body["metadata"].get("annotations") or {}
-        if annotations.get(ANNOTATION_DEFAULTS) != text:
+        if own and annotations.get(ANNOTATION_DEFAULTS) != text:
             meta = body["metadata"]
             patch = {"metadata": {"annotations": {ANNOTATION_DEFAULTS: text}}}
             self.rays.remember(await self.kube.patch(RAY, meta["name"], patch, meta["namespace"]))
@@ -674,11 +685,46 @@ def _compared(desired: Obj) -> Obj:
     """What of a child is compared with what exists.
 
     The autoscaler's code is written with its config, never alone: an operator upgrade that
-    ships new code leaves running clusters as they are.
+    ships new code leaves running clusters as they are. A Deployment's defaults record is not
+    compared either (see ``_carrying_record``).
     """
+    if desired["kind"] == "Deployment":
+        meta = desired["metadata"]
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                       if k != ANNOTATION_DEFAULTS}
+        return {**desired, "metadata": {**meta, "annotations": annotations}}
     if desired["kind"] != "ConfigMap":
         return desired
     return {**desired, "data": {CONFIG_KEY: desired["data"][CONFIG_KEY]}}
+
+
+def _carrying_record(children: list[Obj], head: str, record: str) -> list[Obj]:
+    """The children, the head Deployment created with the cluster's defaults record.
+
+    Written at creation and on a repair, never compared (``_compared``): the children of
+    clusters made before they carried it are not rewritten by an upgrade. The head's only: a
+    cluster always has one, and the record is a few kB in every cache that holds it.
+    """
+    found = []
+    for child in children:
+        if child["kind"] == "Deployment" and child["metadata"]["name"] == head:
+            meta = child["metadata"]
+            annotations = {**(meta.get("annotations") or {}), ANNOTATION_DEFAULTS: record}
+            child = {**child, "metadata": {**meta, "annotations": annotations}}
+        found.append(child)
+    return found
+
+
+def _carried_defaults(own: dict[str, Obj]) -> Defaults | None:
+    """The defaults record a cluster's Deployments carry (None: none readable)."""
+    for deployment in own.values():
+        try:
+            found = read_defaults(deployment)
+        except DefaultsError:
+            continue  # not ours to judge: the Ray's own record is what users edit
+        if found is not None:
+            return found
+    return None
 
 
 def _with_counts(children: list[Obj], counts: dict[str, int]) -> list[Obj]:
