@@ -111,11 +111,15 @@ def gated_worker_template(template: Obj) -> Obj:
     return template
 
 
+def carries_gate(spec: Obj) -> bool:
+    """A pod (or template) spec lists the operator's gate."""
+    return any(g.get("name") == SCHEDULING_GATE for g in spec.get("schedulingGates") or [])
+
+
 def gate_held(pod: Obj) -> bool:
     """The pod still waits for the operator's gate (and is not yet scheduled)."""
     spec = pod.get("spec") or {}
-    return not spec.get("nodeName") and any(
-        g.get("name") == SCHEDULING_GATE for g in spec.get("schedulingGates") or [])
+    return not spec.get("nodeName") and carries_gate(spec)
 
 
 def gate_lift_patch(pod: Obj) -> list[Obj]:

@@ -46,7 +46,7 @@ from ray_operator.builders.autoscaling import (
     autoscaling_env,
     build_autoscaler_configmap,
     build_autoscaler_rbac,
-    gate_held,
+    carries_gate,
     gated_worker_template,
 )
 from ray_operator.builders.defaults import (
@@ -437,8 +437,7 @@ def setting_leftovers(desired: Obj, existing: Obj) -> list[str]:
     ):
         found.append(f"spec.template.metadata.labels[{LABEL_AUTOSCALING}]")
     # The autoscaled workers' gate: with autoscaling off, nobody would lift it.
-    if gate_held({"spec": have.get("spec") or {}}) and not gate_held(
-            {"spec": want.get("spec") or {}}):
+    if carries_gate(have.get("spec") or {}) and not carries_gate(want.get("spec") or {}):
         found.append(f"spec.template.spec.schedulingGates[{SCHEDULING_GATE}]")
     return found
 

@@ -419,10 +419,10 @@ class RayController:
     async def _recorded_defaults(self, body: Obj, resource: RayResource) -> Defaults:
         """The defaults this cluster was given, recorded on it if they are not yet.
 
-        A new cluster's record goes on its Deployments as they are created (no request of its
-        own), and on the ``Ray`` at a later reconcile, once they exist: in a burst of new Rays
+        A new cluster's record goes on its head Deployment as it is created (no request of its
+        own), and on the ``Ray`` at a later reconcile, once it exists: in a burst of new Rays
         that reconcile waits with the status writes, so the creates go first. An operator
-        restarted in between finds the record on the Deployments.
+        restarted in between finds the record on the head Deployment.
         """
         needed = roles_using_defaults(resource)
         recorded = read_defaults(body)

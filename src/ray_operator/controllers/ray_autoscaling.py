@@ -80,14 +80,22 @@ def groups_of(plan: ClusterPlan) -> list[Group]:
     return found
 
 
+def _observed(deployment: Obj) -> bool:
+    """The Deployment controller has seen the Deployment's latest spec."""
+    status = deployment.get("status") or {}
+    return int(status.get("observedGeneration", 0)) >= int(
+        deployment["metadata"].get("generation", 0))
+
+
+def _replicas_not_updated(deployment: Obj) -> bool:
+    """Some of its pods are not of its latest template (as its status last said)."""
+    status = deployment.get("status") or {}
+    return int(status.get("updatedReplicas", 0) or 0) < int(status.get("replicas", 0) or 0)
+
+
 def _deployment_rolling(deployment: Obj) -> bool:
     """A rollout under way: its old and new ReplicaSets would both shrink, not by rank."""
-    status = deployment.get("status") or {}
-    seen = int(status.get("observedGeneration", 0)) >= int(
-        deployment["metadata"].get("generation", 0))
-    replicas = int(status.get("replicas", 0) or 0)
-    updated = int(status.get("updatedReplicas", 0) or 0)
-    return not seen or updated < replicas
+    return not _observed(deployment) or _replicas_not_updated(deployment)
 
 
 def _template_rolling(deployment: Obj) -> bool:
@@ -96,11 +104,7 @@ def _template_rolling(deployment: Obj) -> bool:
     Not a count the controller has yet to see: that may be a lowered one, whose surplus the
     ReplicaSet is about to remove.
     """
-    status = deployment.get("status") or {}
-    seen = int(status.get("observedGeneration", 0)) >= int(
-        deployment["metadata"].get("generation", 0))
-    return seen and int(status.get("updatedReplicas", 0) or 0) < int(
-        status.get("replicas", 0) or 0)
+    return _observed(deployment) and _replicas_not_updated(deployment)
 
 
 def infeasible_message(text: str | None) -> str | None:
