@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from ray_operator.kube import CONFIGMAP, NAMESPACE, Kube, KubeError
+from ray_operator.kube import CONFIGMAP, NAMESPACE, Kube, KubeError, KubeTransportError
 
 FINALIZER = "test.ray.kubeflow.org/keep"
 
@@ -89,3 +92,45 @@ async def test_a_metadata_only_cache_never_holds_a_secret_s_data(
             assert "s3cret" not in str(cached) and "czNjcmV0" not in str(cached)  # nor base64
     finally:
         await cache.stop()
+
+
+async def test_a_watch_event_far_larger_than_a_read_buffer_arrives_whole(
+    kube: Kube, namespace: str
+) -> None:
+    """A ConfigMap near the apiserver's 1 MiB limit comes as one watch line of many chunks."""
+    listing = await kube.list_all(CONFIGMAP, namespace)
+    data = {f"k{i}": secrets.token_hex(40_000) for i in range(11)}  # 880 KB, no compression help
+    events = kube.watch(CONFIGMAP, namespace, resource_version=listing.resource_version)
+    big = {"metadata": {"name": "big", "namespace": namespace}, "data": data}
+    await kube.create(CONFIGMAP, big)
+    arrived: tuple[str, dict[str, object]] | None = None
+    async with asyncio.timeout(30):
+        async for event in events:
+            if event[1]["metadata"]["name"] == "big":
+                arrived = event
+                break
+    assert arrived is not None and arrived[0] == "ADDED" and arrived[1]["data"] == data
+
+
+
+async def test_no_answer_is_one_error_type_naming_the_request(tmp_path: Path) -> None:
+    """A refused connection is a KubeTransportError (what the runtime retries), not the HTTP
+    library's own exception."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        config = tmp_path / "config"
+        config.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                   "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "c", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "c"}}],
+        }))
+        kube = await Kube.connect(str(config))
+        try:
+            with pytest.raises(KubeTransportError) as failure:
+                await kube.get(CONFIGMAP, "any", "default")
+        finally:
+            await kube.close()
+    assert "GET /api/v1/namespaces/default/configmaps/any" in str(failure.value)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from aiohttp import web
 
 from ray_operator.builders.ray_cluster import head_name
-from ray_operator.kube import RAY, SERVICE, CredentialsError, Kube, KubeError
+from ray_operator.kube import RAY, SERVICE, CredentialsError, Kube, KubeError, KubeTransportError
 
 Obj = dict[str, Any]
 DASHBOARD_PORT = 8265
@@ -153,7 +152,7 @@ def proxy_handler(kube: Kube, target: Target, hosts: set[str]) -> Any:
                 request.method, target.prefix + path, {}, body or None, headers
             ) as upstream:
                 response = web.StreamResponse(
-                    status=upstream.status_code,
+                    status=upstream.status,
                     headers={
                         k: v
                         for k, v in upstream.headers.items()
@@ -161,11 +160,11 @@ def proxy_handler(kube: Kube, target: Target, hosts: set[str]) -> Any:
                     },
                 )
                 await response.prepare(request)
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.chunks():
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except httpx.HTTPError as exc:
+        except KubeTransportError as exc:
             if response is not None and response.prepared:
                 raise  # half sent: aiohttp drops the connection, the client sees it cut
             return web.Response(status=502, text=f"the apiserver did not answer: {exc}\n")

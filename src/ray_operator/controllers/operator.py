@@ -9,8 +9,6 @@ import secrets
 import signal
 import socket
 
-import httpx
-
 from ray_operator import __version__
 from ray_operator.api.constants import (
     LABEL_AUTOSCALING,
@@ -34,6 +32,7 @@ from ray_operator.kube import (
     SERVICE,
     Kube,
     KubeError,
+    KubeTransportError,
 )
 from ray_operator.runtime.events import EventRecorder
 from ray_operator.runtime.manager import LeaseOptions, Manager
@@ -51,7 +50,7 @@ async def read_field_table(kube: Kube) -> FieldTable | None:
     """The pod template fields this apiserver knows, from its OpenAPI v3; None if unreadable."""
     try:
         table = extract_pod_fields(await kube.request("GET", OPENAPI_V3_CORE))
-    except (KubeError, httpx.HTTPError, KeyError, ValueError) as exc:
+    except (KubeError, KubeTransportError, KeyError, ValueError) as exc:
         log.warning(
             "cannot read %s (%s): pod templates are checked against the fields of the "
             "Kubernetes version this operator was tested with",

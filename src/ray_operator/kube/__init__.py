@@ -1,8 +1,8 @@
 """The project's Kubernetes client: kinds, errors, credentials and the client itself."""
 
-from ray_operator.kube.client import Kube, Listing, Obj, RequestObserver
+from ray_operator.kube.client import Kube, Listing, Obj, Relayed, RequestObserver
 from ray_operator.kube.credentials import Credentials, CredentialsError
-from ray_operator.kube.errors import KubeError
+from ray_operator.kube.errors import KubeError, KubeTransportError
 from ray_operator.kube.kinds import (
     CONFIGMAP,
     CRD,
@@ -59,7 +59,9 @@ __all__ = [
     "Kind",
     "Kube",
     "KubeError",
+    "KubeTransportError",
     "Listing",
+    "Relayed",
     "Obj",
     "RequestObserver",
 ]

@@ -1,8 +1,11 @@
-"""The apiserver's refusals, as one exception type with the parts callers decide on."""
+"""The apiserver's answers and silences as exceptions.
+
+A refusal is one type with the parts callers decide on; no answer at all is another.
+"""
 
 from __future__ import annotations
 
-import httpx
+import json
 
 
 class KubeError(RuntimeError):
@@ -30,14 +33,14 @@ class KubeError(RuntimeError):
         return self.status == 409
 
 
-def kube_error_from(response: httpx.Response | None, text: str) -> KubeError:
+class KubeTransportError(ConnectionError):
+    """No answer from the apiserver: the connection was refused, broke or timed out."""
+
+
+def kube_error_from(status: int, body: bytes, text: str) -> KubeError:
     """The refusal an error response stands for (its Status object when it has one)."""
-    if response is None:
-        return KubeError(0, "Unknown", text)
     try:
-        status = response.json()
-        return KubeError(
-            response.status_code, status.get("reason", ""), status.get("message", text)
-        )
+        answer = json.loads(body)
+        return KubeError(status, answer.get("reason", ""), answer.get("message", text))
     except (ValueError, AttributeError):
-        return KubeError(response.status_code, "", response.text or text)
+        return KubeError(status, "", body.decode(errors="replace") or text)

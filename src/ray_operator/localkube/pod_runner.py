@@ -59,6 +59,7 @@ from ray_operator.kube import (
     SERVICE,
     Kube,
     KubeError,
+    KubeTransportError,
 )
 from ray_operator.localkube.api_relay import API_HOST, ApiRelay
 from ray_operator.localkube.control_plane import LocalControlPlane
@@ -599,7 +600,7 @@ class PodRunner:
     # --- names: a private /etc/hosts per pod -------------------------------------------------
     async def _refresh_hosts_forever(self) -> None:
         while True:
-            with contextlib.suppress(KubeError, httpx.HTTPError):
+            with contextlib.suppress(KubeError, KubeTransportError):
                 await self._refresh_hosts()
                 for local in list(self.pods.values()):
                     for directory, (name, items) in list(local.config_maps.items()):

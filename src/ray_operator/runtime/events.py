@@ -9,10 +9,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from ray_operator.api.constants import MANAGED_BY
-from ray_operator.kube import EVENT, Kube, KubeError
+from ray_operator.kube import EVENT, Kube, KubeError, KubeTransportError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ async def post_event(
         try:
             await kube.create(EVENT, body)
             return
-        except (KubeError, httpx.HTTPError) as exc:
+        except (KubeError, KubeTransportError) as exc:
             if isinstance(exc, KubeError) and exc.namespace_terminating:
                 # Expected while a namespace goes away: its objects are still reconciled.
                 log.debug("no event %s on %s: %s", reason, meta["name"], exc)

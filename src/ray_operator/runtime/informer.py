@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
-
-from ray_operator.kube import Kind, Kube, KubeError
+from ray_operator.kube import Kind, Kube, KubeError, KubeTransportError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -160,7 +158,7 @@ class Informer:
                 self._restarted(namespace, reason, exc)
                 if exc.status == 410:
                     continue  # list again at once: the version we watched from is gone
-            except (httpx.HTTPError, OSError, ValueError) as exc:
+            except (KubeTransportError, OSError, ValueError) as exc:
                 self.connected = False
                 self._restarted(namespace, type(exc).__name__, exc)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
-from ray_operator.kube import LEASE, Kube, KubeError
+from ray_operator.kube import LEASE, Kube, KubeError, KubeTransportError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -97,7 +95,7 @@ class LeaderElector:
             updated = {**lease, "spec": self._spec(spec, holder, now)}
             await self.kube.replace(LEASE, updated)
             return True
-        except (KubeError, httpx.HTTPError, OSError) as exc:
+        except (KubeError, KubeTransportError, OSError) as exc:
             # A conflict is another replica winning the race; anything else is retried too.
             log.debug("lease attempt failed: %s", exc)
             return False
@@ -135,6 +133,6 @@ class LeaderElector:
                 return
             spec = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1}
             await self.kube.replace(LEASE, {**lease, "spec": spec})
-        except (KubeError, httpx.HTTPError, OSError) as exc:
+        except (KubeError, KubeTransportError, OSError) as exc:
             log.warning("could not release the Lease %s/%s: %s", self.namespace, self.name, exc)
         self._set(False)
