@@ -477,6 +477,8 @@ async def floor_phase(
     finally:
         await runner.stop()
         shutil.rmtree(runner.workdir, ignore_errors=True)
+        await runner.kube.close()
+        await client.close()
     return result
 
 
@@ -557,7 +559,11 @@ async def operator_phase(
         restarts: Obj = {"quiet": await restart_phase(cp, n, resync_seconds, settle_seconds)}
         if noise:
             print(f"unrelated load: {noise} Pods and {noise} ConfigMaps elsewhere ...", flush=True)
-            noise_s = await create_noise(kube.sibling(), noise, concurrency)
+            noise_client = kube.sibling()
+            try:
+                noise_s = await create_noise(noise_client, noise, concurrency)
+            finally:
+                await noise_client.close()
             restarts["noise"] = await restart_phase(cp, n, resync_seconds, settle_seconds)
             restarts["noise"]["noise_create_s"] = noise_s
             quiet_rss, noisy_rss = (restarts[k]["rss_mb_steady"] for k in ("quiet", "noise"))
@@ -600,6 +606,8 @@ async def operator_phase(
         await delete_namespace(kube, ns, timeout)
         await runner.stop()
         shutil.rmtree(runner.workdir, ignore_errors=True)
+        await runner.kube.close()
+        await client.close()
 
 
 async def run(args: argparse.Namespace) -> Obj:

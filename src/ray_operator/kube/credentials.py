@@ -56,7 +56,7 @@ class Endpoint:
     proxy: str | None
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """The TLS settings as httpx takes them."""
+        """The TLS settings as an SSL context, or False for plain HTTP."""
         if not self.server.startswith("https"):
             return False
         context = ssl.create_default_context(cafile=self.ca_file)
