@@ -161,13 +161,9 @@ async def main(n: int, rounds: int) -> dict[str, object]:
         "in_flight": IN_FLIGHT,
         "clients": {name: figures(name) for name in CLIENTS},
     }
-    kube_cpu = statistics.median(c for _, c in runs["kube"])
-    result["kube_vs_httpx_cpu"] = round(
-        kube_cpu / statistics.median(c for _, c in runs["httpx"]), 2
-    )
-    result["kube_vs_aiohttp_cpu"] = round(
-        kube_cpu / statistics.median(c for _, c in runs["aiohttp"]), 2
-    )
+    medians = {name: statistics.median(c for _, c in runs[name]) for name in CLIENTS}
+    result["kube_vs_httpx_cpu"] = round(medians["kube"] / medians["httpx"], 2)
+    result["kube_vs_aiohttp_cpu"] = round(medians["kube"] / medians["aiohttp"], 2)
     return result
 
 
