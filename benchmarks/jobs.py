@@ -154,7 +154,7 @@ async def uploads(
     """A runner archives a ``mib`` MiB log and a ``mib`` MiB file; boto3 uploads the same file."""
     from moto.server import ThreadedMotoServer
 
-    from tests.fixtures.ray_head import free_port
+    from ray_operator.localkube.control_plane import free_port
     from tests.fixtures.s3 import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 
     port = free_port()

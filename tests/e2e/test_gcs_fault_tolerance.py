@@ -25,10 +25,9 @@ import yaml
 
 from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError
 from ray_operator.kube import EVENT, RAY, Kube
-from ray_operator.localkube.control_plane import LocalControlPlane
+from ray_operator.localkube.control_plane import LocalControlPlane, free_port
 from ray_operator.localkube.pod_runner import PodRunner
 from tests.dashboard_process import dashboard
-from tests.fixtures.ray_head import free_port
 from tests.operator_process import OperatorProcess
 from tests.ray_state import pod_ready, pods_with_role, run_script, status_of
 from tests.waiting import eventually

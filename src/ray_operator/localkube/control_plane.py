@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -53,12 +54,22 @@ def kube_bin_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, default)) / "bin"
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports nobody listens on right now.
+
+    Every socket stays bound until all are chosen: ports picked one at a time may repeat, since
+    the OS can hand a just-closed port out again (a Ray head once got one port for two roles).
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def die_with_parent() -> None:
@@ -131,8 +142,7 @@ class LocalControlPlane:
         etcd = str(bins / "etcd")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_credentials()
-        etcd_port, peer_port = free_port(), free_port()
-        self.api_port = free_port()
+        etcd_port, peer_port, self.api_port = free_ports(3)
         self.kubeconfig.write_text(self.kubeconfig_text(self.token, "admin"))
         # etcd data on tmpfs when there is one: fsync on a real disk makes every write slow.
         shm = Path("/dev/shm")

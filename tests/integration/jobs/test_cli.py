@@ -9,7 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ray_operator.cli import app
-from tests.fixtures.ray_head import RayHead, free_port
+from ray_operator.localkube.control_plane import free_port
+from tests.fixtures.ray_head import RayHead
 
 runner = CliRunner()
 

@@ -15,7 +15,8 @@ from ray_operator.jobs.ray_api import (
     RayJobsClient,
     RayUnreachableError,
 )
-from tests.fixtures.ray_head import RayHead, free_port
+from ray_operator.localkube.control_plane import free_port
+from tests.fixtures.ray_head import RayHead
 
 
 async def wait_terminal(client: RayJobsClient, sid: str, timeout: float = 90) -> str:

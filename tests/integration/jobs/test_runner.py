@@ -13,8 +13,8 @@ import pytest
 
 from ray_operator.jobs.ray_api import RayJobsClient
 from ray_operator.kube import CONFIGMAP, Kube
-from ray_operator.localkube.control_plane import LocalControlPlane
-from tests.fixtures.ray_head import RayHead, free_port
+from ray_operator.localkube.control_plane import LocalControlPlane, free_port
+from tests.fixtures.ray_head import RayHead
 from tests.fixtures.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
 from tests.integration.jobs.runner_process import (
     configmap,
