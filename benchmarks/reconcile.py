@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ from typing import Any
 
 import psutil
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -201,6 +203,39 @@ def tree_cpu_seconds(pid: int) -> float:
             t = proc.cpu_times()
             total += t.user + t.system
     return total
+
+
+def operator_work(operator: OperatorProcess) -> dict[str, float]:
+    """From the operator's /metrics: its finished reconciles (all controllers) and the seconds
+    they took, and its full garbage collections and their seconds. What of its CPU in a window
+    went into reconciling, and what into walking its caches."""
+    totals = dict.fromkeys(("reconciles", "reconcile_s", "full_gcs", "gc_s"), 0.0)
+    for family in text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "ray_operator_reconcile_total":
+                totals["reconciles"] += sample.value
+            elif sample.name == "ray_operator_reconcile_duration_seconds_sum":
+                totals["reconcile_s"] += sample.value
+            elif sample.name == "python_gc_collections_total":
+                if sample.labels.get("generation") == "2":
+                    totals["full_gcs"] += sample.value
+            elif sample.name == "ray_operator_gc_pause_seconds_total":
+                totals["gc_s"] += sample.value
+    return totals
+
+
+def start_profiler(pid: int, seconds: float, path: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the operator for ``seconds`` into ``path`` (collapsed stacks, idle
+    frames left out), or nothing without a path. It reads the process from outside, without
+    stopping it, so the operator's own CPU figure is not changed by it."""
+    if path is None:
+        return None
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile-steady needs py-spy (.venv/bin/pip install py-spy)")
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+            "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(path)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -492,6 +527,7 @@ async def operator_phase(
     resync_seconds: float,
     noise: int = 0,
     settle_seconds: float = 10.0,
+    profile_path: Path | None = None,
 ) -> Obj:
     """The operator process reconciles N Rays; then it idles on a steady cluster; then a new
     operator process starts over them, without and (``noise``) with unrelated load."""
@@ -544,12 +580,17 @@ async def operator_phase(
         load_mid = load()
 
         # Steady: nothing changes; the operator should only keep its watches open.
+        work0 = await asyncio.to_thread(operator_work, operator)
+        profiler = start_profiler(pid, steady_seconds, profile_path)
         c0, w0 = tree_cpu_seconds(pid), time.monotonic()
         rss_samples: list[float] = []
         while time.monotonic() - w0 < steady_seconds:
             await asyncio.sleep(min(1.0, steady_seconds))
             rss_samples.append(tree_rss_mb(pid))
         c1, w1 = tree_cpu_seconds(pid), time.monotonic()
+        work1 = await asyncio.to_thread(operator_work, operator)
+        if profiler is not None:
+            await asyncio.to_thread(profiler.wait, 30)
         offset2 = audit.offset()
         steady_requests = audit.requests(offset1, offset2)
         create_total = sum(create_requests.values())
@@ -587,6 +628,11 @@ async def operator_phase(
             "steady_requests_per_resource": round(steady_total / n, 3),
             "steady_requests_by_kind": dict(steady_requests.most_common()),
             "idle_cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 2),
+            "steady_cpu_s": round(c1 - c0, 3),
+            "steady_reconciles": int(work1["reconciles"] - work0["reconciles"]),
+            "steady_reconcile_s": round(work1["reconcile_s"] - work0["reconcile_s"], 3),
+            "steady_full_gcs": int(work1["full_gcs"] - work0["full_gcs"]),
+            "steady_gc_s": round(work1["gc_s"] - work0["gc_s"], 3),
             "rss_mb_before_rays": round(rss_idle_empty, 1),
             "rss_mb_peak": round(max(sampler.peak_mb, *rss_samples), 1),
             "rss_mb_steady": round(rss_samples[-1], 1),
@@ -628,6 +674,8 @@ async def run(args: argparse.Namespace) -> Obj:
                 op = await operator_phase(
                     cp, kube, n, args.concurrency, timeout, args.steady_seconds,
                     args.resync_seconds, args.noise, args.settle_seconds,
+                    profile_path=(args.profile_steady / f"steady-run{index + 1}.txt"
+                                  if args.profile_steady else None),
                 )
                 runs.append({"floor": floor, "operator": op, "ratios": {
                     "time_to_children": ratio(op["time_to_children_s"],
@@ -755,6 +803,13 @@ def print_table(r: Obj) -> None:
     print(f"\nmachine: {m['cores']} cores, {m['ram_gib']} GiB, Python {m['python']}")
     print(f"operator create-phase requests: {op['create_phase_requests_by_kind']}")
     print(f"operator steady-phase requests: {op['steady_requests_by_kind']}")
+    for index, each in enumerate(r["runs"], 1):
+        o = each["operator"]
+        print(
+            f"steady window, run {index}: {o['steady_cpu_s']} s CPU ({o['idle_cpu_percent']} %), "
+            f"{o['steady_reconciles']} reconciles taking {o['steady_reconcile_s']} s, "
+            f"{o['steady_full_gcs']} full GCs, {o['steady_gc_s']} s in GC"
+        )
     for label, restart in op["restart"].items():
         if not isinstance(restart, dict):
             continue
@@ -795,6 +850,10 @@ def main() -> None:
         "--noise", type=int, default=0,
         help="unrelated Pods and as many ConfigMaps in other namespaces for the second restart",
     )
+    parser.add_argument(
+        "--profile-steady", type=Path, metavar="DIR",
+        help="py-spy the operator through each steady window into DIR (collapsed stacks)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs in one control plane; median")
     parser.add_argument(
         "--settle-seconds", type=float, default=10.0,
@@ -803,6 +862,8 @@ def main() -> None:
     args = parser.parse_args()
     global WORKERS
     WORKERS = args.workers
+    if args.profile_steady:
+        args.profile_steady.mkdir(parents=True, exist_ok=True)
     # SIGTERM ends the run like Ctrl-C: every finally block stops what it started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(run(args))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ray_operator.kube import Kind, Kube
+from ray_operator.runtime.gc_control import FreezeAfterFullCollections
 from ray_operator.runtime.informer import Informer, Transform
 from ray_operator.runtime.leader import LeaderElector
 from ray_operator.runtime.metrics import HealthServer, Metrics
@@ -65,6 +66,7 @@ class Manager:
     on_demand: set[InformerKey] = field(default_factory=set)
     controllers: list[Controller] = field(default_factory=list)
     elector: LeaderElector | None = None
+    gc_freeze: FreezeAfterFullCollections = field(default_factory=FreezeAfterFullCollections)
     _server: HealthServer | None = None
 
     def __post_init__(self) -> None:
@@ -124,6 +126,7 @@ class Manager:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; 0."""
+        self.gc_freeze.install()
         if self.metrics_port:
             self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.ready)
             await self._server.start()
@@ -230,3 +233,4 @@ class Manager:
             await informer.stop()
         if self._server is not None:
             await self._server.stop()
+        self.gc_freeze.uninstall()

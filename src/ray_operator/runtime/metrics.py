@@ -18,9 +18,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
+
+from ray_operator.runtime.gc_control import gc_pauses
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,12 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # The process's CPU, memory and garbage collection, as every Prometheus client exports
+        # them by default (our registry is our own, so they are added by hand).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        r.register(gc_pauses())
         self.reconciles = Counter(
             "ray_operator_reconcile_total",
             "Reconciles by controller and result (success, error).",
