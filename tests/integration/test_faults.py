@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from ray_operator.api.crd import all_crds
 from ray_operator.kube import DEPLOYMENT, EVENT, NAMESPACE, RAY, SERVICE, Kube, KubeError
@@ -281,6 +282,35 @@ async def test_a_foreign_child_is_left_alone_and_reported_once(cluster: Cluster,
         now["metadata"].get("generation") == 1 and not now["metadata"].get("ownerReferences")
     )
     assert now["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+
+
+async def test_the_metrics_say_what_the_operator_did(cluster: Cluster, ns: str) -> None:
+    """What a dashboard built on /metrics would show after one cluster was made healthy."""
+    op = cluster.operator().start()
+    await cluster.ready(op)
+    await cluster.kube.create(RAY, ray("counted"), ns)
+    await healthy(cluster.kube, ns, "counted", op)
+    await op.more_reconciles(1)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(await asyncio.to_thread(op.metrics))
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("ray_operator_reconcile_total", controller="ray", result="success") >= 2
+    assert value("ray_operator_reconcile_duration_seconds_count", controller="ray") >= 2
+    # Its two Deployments and its Service, created; its status, patched.
+    assert value("ray_operator_api_requests_total", verb="POST", code="201") >= 3
+    assert value("ray_operator_api_requests_total", verb="PATCH", code="200") >= 1
+    assert value("ray_operator_workqueue_depth", controller="ray") == 0
+    assert value("ray_operator_leader") == 1 and value("ray_operator_caches_synced") == 1
+    assert value("process_resident_memory_bytes") > 10 * 2**20
+    assert value("process_cpu_seconds_total") > 0
+    assert value("python_gc_collections_total", generation="0") > 0
+    assert value("ray_operator_gc_pause_seconds_total", generation="0") > 0
 
 
 async def test_what_others_add_to_a_child_survives_a_rolling_update(
