@@ -16,6 +16,7 @@ all again and frees such cycles before the survivors are frozen anew.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import Iterator
@@ -98,8 +99,10 @@ class FreezeAfterFullCollections:
             return
         self._pending = True
         # A collection may run in any thread (a worker of to_thread, say): the loop's thread
-        # does the freeze, after this collection has finished.
-        self._loop.call_soon_threadsafe(self._freeze)
+        # does the freeze, after this collection has finished. A loop closed meanwhile needs
+        # none (an exception here would only be printed by the collector).
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._freeze)
 
     def _freeze(self) -> None:
         self._pending = False

@@ -126,7 +126,6 @@ class Manager:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set; 0."""
-        self.gc_freeze.install()
         if self.metrics_port:
             self._server = HealthServer(self.metrics, self.metrics_port, lambda: self.ready)
             await self._server.start()
@@ -134,6 +133,7 @@ class Manager:
             if key not in self.on_demand:
                 informer.start()
         elector_task: asyncio.Task[None] | None = None
+        self.gc_freeze.install()  # uninstalled by _shutdown, in the finally below
         try:
             if not await self._until(self._all_synced(), stop):
                 return 0
