@@ -35,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results_file import RESULTS, write_results  # noqa: E402
 from ray_operator.kube import CONFIGMAP, NAMESPACE, Kube  # noqa: E402
 from ray_operator.localkube.control_plane import LocalControlPlane  # noqa: E402
 
@@ -174,7 +175,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = asyncio.run(main(args.requests, args.rounds))
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "client.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {out}")
+    write_results(result, RESULTS / "client.json")

@@ -29,6 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results_file import RESULTS, write_results  # noqa: E402
 from ray_operator.api.constants import ANNOTATION_DEFAULTS  # noqa: E402
 from ray_operator.api.crd import all_crds  # noqa: E402
 from ray_operator.builders.defaults import (  # noqa: E402
@@ -153,9 +154,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     result = asyncio.run(main(args.rounds))
-    out = ROOT / "benchmarks" / "results" / "elastic.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(result, RESULTS / "elastic.json")
     for rev in (BASELINE_REVISION, CURRENT_REVISION):
         s = result[f"revision_{rev}"]
         print(
@@ -165,4 +164,3 @@ if __name__ == "__main__":
             f"(max {s['worker_restarts']['max']}), "
             f"{s['starts_without_restart']}/{s['starts']} starts without a restart"
         )
-    print(f"wrote {out}")

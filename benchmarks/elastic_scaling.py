@@ -46,6 +46,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import RESULTS, write_results  # noqa: E402
 from ray_operator.api.crd import all_crds  # noqa: E402
 from ray_operator.builders.default_templates import default_head_template_v2  # noqa: E402
 from ray_operator.jobs.ray_api import RayApiError, RayJobsClient, RayUnreachableError  # noqa: E402
@@ -286,9 +287,7 @@ if __name__ == "__main__":
     parser.add_argument("--idle-seconds", type=int, default=20)
     args = parser.parse_args()
     result = asyncio.run(main(args.rounds, args.idle_seconds))
-    out = ROOT / "benchmarks" / "results" / "elastic_scaling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(result, RESULTS / "elastic_scaling.json")
     scale, failover = result["scale"], result["failover"]
     print(f"scale-up: decision {scale['decision_s']} s (target {PERIOD_S} s); pod created to "
           f"task running {scale['pod_created_to_task_running_s']}; submitted to task running "
@@ -297,4 +296,3 @@ if __name__ == "__main__":
           f"(target {args.idle_seconds + 10} s)")
     print(f"head failover: killed to whole {failover['head_killed_to_whole_s']} s, worker "
           f"restarts {failover['worker_restarts']}")
-    print(f"wrote {out}")

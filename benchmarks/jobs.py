@@ -27,6 +27,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results_file import RESULTS, write_results  # noqa: E402
 from ray_operator.jobs.ray_api import RayJobsClient  # noqa: E402
 from ray_operator.jobs.runner import JobRunner  # noqa: E402
 from ray_operator.jobs.status_store import ConfigMapStore  # noqa: E402
@@ -273,7 +274,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = asyncio.run(main(args.jobs, args.upload_mib))
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "jobs.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {out}")
+    write_results(result, RESULTS / "jobs.json")

@@ -39,11 +39,11 @@ from typing import Any
 
 import psutil
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import RESULTS, write_results  # noqa: E402
 from ray_operator.api.constants import DEFAULT_RAY_IMAGE  # noqa: E402
 from ray_operator.api.crd import all_crds  # noqa: E402
 from ray_operator.api.validation import validate_ray  # noqa: E402
@@ -209,19 +209,18 @@ def operator_work(operator: OperatorProcess) -> dict[str, float]:
     """From the operator's /metrics: its finished reconciles (all controllers) and the seconds
     they took, and its full garbage collections and their seconds. What of its CPU in a window
     went into reconciling, and what into walking its caches."""
-    totals = dict.fromkeys(("reconciles", "reconcile_s", "full_gcs", "gc_s"), 0.0)
-    for family in text_string_to_metric_families(operator.metrics()):
-        for sample in family.samples:
-            if sample.name == "ray_operator_reconcile_total":
-                totals["reconciles"] += sample.value
-            elif sample.name == "ray_operator_reconcile_duration_seconds_sum":
-                totals["reconcile_s"] += sample.value
-            elif sample.name == "python_gc_collections_total":
-                if sample.labels.get("generation") == "2":
-                    totals["full_gcs"] += sample.value
-            elif sample.name == "ray_operator_gc_pause_seconds_total":
-                totals["gc_s"] += sample.value
-    return totals
+    samples = operator.samples()
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples
+                   if s.name == name and labels.items() <= s.labels.items())
+
+    return {
+        "reconciles": total("ray_operator_reconcile_total"),
+        "reconcile_s": total("ray_operator_reconcile_duration_seconds_sum"),
+        "full_gcs": total("python_gc_collections_total", generation="2"),
+        "gc_s": total("ray_operator_gc_pause_seconds_total"),
+    }
 
 
 def start_profiler(pid: int, seconds: float, path: Path | None) -> subprocess.Popen[bytes] | None:
@@ -829,7 +828,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200, help="Ray resources (default 200)")
     parser.add_argument(
-        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "reconcile.json"
+        "--json", type=Path, default=RESULTS / "reconcile.json"
     )
     parser.add_argument("--steady-seconds", type=float, default=30.0)
     parser.add_argument(
@@ -869,9 +868,7 @@ def main() -> None:
     result = asyncio.run(run(args))
     result["targets_met"] = verdicts(result)
     print_table(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.json}")
+    write_results(result, args.json)
 
 
 if __name__ == "__main__":

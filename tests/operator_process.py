@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from ray_operator.localkube.control_plane import LocalControlPlane, die_with_parent, free_port
 from ray_operator.localkube.service_account import (
@@ -19,6 +20,11 @@ from ray_operator.localkube.service_account import (
     in_cluster_argv,
     in_cluster_env,
 )
+
+
+def value_of(samples: list[Sample], name: str, **labels: str) -> float:
+    """The value of the sample with that name and exactly those labels, else 0."""
+    return next((s.value for s in samples if s.name == name and s.labels == labels), 0.0)
 
 
 class OperatorProcess:
@@ -118,15 +124,22 @@ class OperatorProcess:
         """The operator's Prometheus metrics, as text."""
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
+    def samples(self) -> list[Sample]:
+        """Every sample of the operator's metrics, parsed."""
+        return [s for family in text_string_to_metric_families(self.metrics())
+                for s in family.samples]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value now (0 when the operator has not exported it yet)."""
+        return value_of(self.samples(), name, **labels)
+
     def reconciles(self, controller: str = "ray", result: str = "success") -> int:
         """Reconciles of ``controller`` that ended so (``success``, ``error``).
 
         From the operator's own metrics.
         """
-        labels = f'controller="{controller}",result="{result}"'
-        pattern = rf"^ray_operator_reconcile_total\{{{labels}\}} (\S+)$"
-        match = re.search(pattern, self.metrics(), re.M)
-        return int(float(match.group(1))) if match else 0
+        return int(self.metric("ray_operator_reconcile_total", controller=controller,
+                               result=result))
 
     async def more_reconciles(
         self, count: int, controller: str = "ray", timeout: float = 120, result: str = "success"

@@ -14,11 +14,11 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from ray_operator.api.crd import all_crds
 from ray_operator.kube import DEPLOYMENT, EVENT, NAMESPACE, RAY, SERVICE, Kube, KubeError
@@ -28,7 +28,7 @@ from ray_operator.localkube.pod_runner import PodRunner
 from tests.audit import by_agent, requests
 from tests.chart_install import ROOT, ChartRelease
 from tests.conftest import RESTRICTED
-from tests.operator_process import OperatorProcess
+from tests.operator_process import OperatorProcess, value_of
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -291,14 +291,7 @@ async def test_the_metrics_say_what_the_operator_did(cluster: Cluster, ns: str) 
     await cluster.kube.create(RAY, ray("counted"), ns)
     await healthy(cluster.kube, ns, "counted", op)
     await op.more_reconciles(1)
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(await asyncio.to_thread(op.metrics))
-        for s in family.samples
-    }
-
-    def value(name: str, **labels: str) -> float:
-        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    value = partial(value_of, await asyncio.to_thread(op.samples))  # one scrape for all
 
     assert value("ray_operator_reconcile_total", controller="ray", result="success") >= 2
     assert value("ray_operator_reconcile_duration_seconds_count", controller="ray") >= 2
